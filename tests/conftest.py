@@ -1,0 +1,40 @@
+"""Shared test fixtures: repository paths, the sample BUSI images, small checkpoints built on the fly."""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "busi"
+GOLDEN = ROOT / "tests" / "golden"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def load_png(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture(scope="session")
+def sample_pairs():
+    """(image path, mask path) for the bundled BUSI sample images."""
+    images = sorted((SAMPLES / "images").glob("*.png"))
+    assert images, f"no sample images in {SAMPLES}"
+    return [(p, SAMPLES / "masks" / p.name) for p in images]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised 'tiny' model in the project's checkpoint format."""
+    import samus
+
+    torch.manual_seed(0)
+    model = samus.build_samus("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    samus.save_checkpoint(path, model, provenance={"source": "tests: random init"})
+    return path
