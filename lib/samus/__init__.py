@@ -2,11 +2,15 @@
 from .build import build_samus, freeze_for_training, parameter_report
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .configs import CONFIGS, SamusConfig, get_config
+from .default import DEFAULT_CHECKPOINT, load_default_model
 from .modeling import Samus
+from .predictor import EmbeddingCache, ImageEmbedding, SamusPredictor
+from .preprocess import preprocess_image, to_unit_grayscale
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CONFIGS", "CheckpointError", "Samus", "SamusConfig", "build_samus", "freeze_for_training", "get_config",
-    "parameter_report", "read_checkpoint", "save_checkpoint",
+    "CONFIGS", "CheckpointError", "DEFAULT_CHECKPOINT", "EmbeddingCache", "ImageEmbedding", "Samus",
+    "SamusConfig", "SamusPredictor", "build_samus", "freeze_for_training", "get_config", "load_default_model",
+    "parameter_report", "preprocess_image", "read_checkpoint", "save_checkpoint", "to_unit_grayscale",
 ]

@@ -6,7 +6,7 @@ that match the authors' checkpoints, so their state dicts load strictly. SAM's b
 `segment_anything`; only the pieces SAMUS adds are defined here.
 """
 import math
-from typing import Tuple, Type
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -243,12 +243,17 @@ class SamusImageEncoder(nn.Module):
         )
         self.input_Adapter = Adapter(cfg.embed_dim, cfg.adapter_ratio, skip_connect=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def position_embedding(self) -> torch.Tensor:
+        """SAM's position embedding squeezed to the token grid; independent of the image, so callers
+        that run many images through a fixed model may compute it once and pass it to `forward`."""
+        return self.post_pos_embed(self.pos_embed)
+
+    def forward(self, x: torch.Tensor, pos_embed: Optional[torch.Tensor] = None) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         cnn = self.cnn_embed(x)
         x = self.input_Adapter(self.patch_embed(x))
-        x = x + self.post_pos_embed(self.pos_embed)
+        x = x + (self.position_embedding() if pos_embed is None else pos_embed)
         for blk in self.blocks:
             x, cnn = blk(x, cnn)
         x = x + 0.5 * cnn
