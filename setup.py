@@ -6,7 +6,7 @@ CORE = [
     "torch==2.14.1",
     "numpy>=1.24,<2",
     "segment-anything==1.0",
-    "monai>=1.4,<1.5",
+    "monai>=1.4",
     "Pillow",
     "SimpleITK",
     "nibabel",

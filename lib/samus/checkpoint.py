@@ -52,7 +52,12 @@ def read_checkpoint(path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with arbitrary objects, not a torch file...
-        raise CheckpointError(f"checkpoint {path} cannot be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        msg = str(e)
+        if "Weights only load failed" in msg and ("GLOBAL" in msg or "Unsupported global" in msg):
+            why = "it contains Python objects other than tensors, which are never unpickled"
+        else:
+            why = f"not a readable PyTorch checkpoint, or truncated ({type(e).__name__})"
+        raise CheckpointError(f"checkpoint {path} cannot be read safely: {why}") from e
     if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
         return _own_format(path, obj)
     if isinstance(obj, dict):

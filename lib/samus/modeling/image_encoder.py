@@ -63,9 +63,21 @@ class Adapter(nn.Module):
         return x + y if self.skip_connect else y
 
 
+class FastLayerNorm2d(LayerNorm2d):
+    """SAM's channel LayerNorm (same parameters) as one fused `layer_norm` over a channels-last view.
+
+    SAM's version spells the statistics out in eight elementwise passes, which dominates the CNN branch's
+    time at full resolution on CPU, and more so in training.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
 def conv_ln_gelu(in_ch: int, out_ch: int) -> nn.Sequential:
     """3x3 conv without bias, channel LayerNorm, GELU: the unit of the CNN branch and the refine convs."""
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), LayerNorm2d(out_ch), nn.GELU())
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), FastLayerNorm2d(out_ch), nn.GELU())
 
 
 class ConvBlock(nn.Module):
@@ -237,9 +249,9 @@ class SamusImageEncoder(nn.Module):
         )
         self.neck = nn.Sequential(
             nn.Conv2d(cfg.embed_dim, cfg.out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(cfg.out_chans),
+            FastLayerNorm2d(cfg.out_chans),
             nn.Conv2d(cfg.out_chans, cfg.out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(cfg.out_chans),
+            FastLayerNorm2d(cfg.out_chans),
         )
         self.input_Adapter = Adapter(cfg.embed_dim, cfg.adapter_ratio, skip_connect=True)
 
