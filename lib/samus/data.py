@@ -1,0 +1,448 @@
+"""Training data: image / mask readers for three layouts and a cached torch Dataset.
+
+A *sample item* is a small dict::
+
+    {"image": path, "mask": path, "class_id": 1, "frame": None or k, "id": "name"}
+
+`frame` indexes the LAST axis of a volume (3D or 2D+time, H x W x frames as stored on disk), so one
+NIfTI/NRRD file gives one item per frame whose label holds the class. Readers:
+
+- `folder_items`: ``images/`` + ``masks/`` (+ optional ``splits.json``), as the BUSI development data;
+- `us30k_items`: the SAMUS authors' ``MainPatient/<split>.txt`` layout;
+- `pair_items`: explicit (image, label) pairs, 2D files or volumes (used by the MONAI Label trainer).
+
+`SamusDataset` decodes and resizes every item once (images through `samus.preprocess_image`, the same
+function inference uses) and keeps them in memory, so epochs cost only augmentation and the model.
+"""
+import json
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .augment import augment_pair
+from .preprocess import preprocess_image
+from .prompts import jittered_box, middle_click, random_clicks, tight_box
+
+IMAGE_SIZE = 256
+LOW_RES_SIZE = 128
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VOLUME_EXTS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+Item = Dict[str, object]
+
+
+# ----------------------------------------------------------------------------------------------- file readers
+def file_stem(path) -> str:
+    """Name without the (possibly double, e.g. .nii.gz) extension."""
+    name = Path(path).name
+    for ext in VOLUME_EXTS + IMAGE_EXTS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def is_volume_file(path) -> bool:
+    return str(path).lower().endswith(VOLUME_EXTS)
+
+
+def _require_file(path, what: str) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    return path
+
+
+def _png_is_16bit_colour(path: str) -> bool:
+    # Pillow cannot keep 16 bits per channel for colour PNGs; SimpleITK can. IHDR: bit depth at byte 24,
+    # colour type at byte 25 (2 = RGB, 6 = RGBA).
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+
+
+def _read_2d(path: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+            elif im.mode == "CMYK":
+                im = im.convert("RGB")
+            a = np.array(im)
+    except Exception as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    if a.dtype == np.int32 and a.size and a.min() >= 0 and a.max() <= 65535:
+        a = a.astype(np.uint16)  # older Pillow opens 16-bit grayscale PNGs as mode "I"
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    return a
+
+
+def _read_itk(path: str) -> Tuple[np.ndarray, int]:
+    """(array indexed as stored: i, j[, k] [+ channels], number of spatial axes). SimpleITK's numpy order is
+    the reverse (k, j, i); singleton spatial axes after the second are dropped (x, y, 1, t -> x, y, t)."""
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(path)
+    except RuntimeError as e:
+        raise ValueError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
+    a = sitk.GetArrayFromImage(img)
+    spatial = img.GetDimension()
+    a = a.transpose(tuple(reversed(range(spatial))) + tuple(range(spatial, a.ndim)))
+    for axis in range(spatial - 1, 1, -1):
+        if spatial > 2 and a.shape[axis] == 1:
+            a = np.squeeze(a, axis=axis)
+            spatial -= 1
+    if spatial > 3:
+        raise ValueError(f"{path} has {spatial} non-singleton spatial axes; expected a 2D image, a 3D or 2D+time volume")
+    return np.ascontiguousarray(a), spatial
+
+
+def read_array(path) -> Tuple[np.ndarray, Optional[int]]:
+    """(array in its stored dtype, number of frames or None for a 2D image). 2D: H x W [x C];
+    volumes: as stored (H x W x frames [x C]), frames along the last spatial axis."""
+    path = _require_file(path, "image")
+    if is_volume_file(path):
+        a, spatial = _read_itk(path)
+        return a, (a.shape[2] if spatial == 3 else None)
+    if path.lower().endswith(".png") and _png_is_16bit_colour(path):
+        import SimpleITK as sitk  # raster files stay row-major (rows x columns x channels), as Pillow gives
+
+        return sitk.GetArrayFromImage(sitk.ReadImage(path)), None
+    a = _read_2d(path)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{path}: unsupported image shape {a.shape}")
+    return a, None
+
+
+def _take_frame(data: Tuple[np.ndarray, Optional[int]], frame: Optional[int], path: str) -> np.ndarray:
+    a, n = data
+    if frame is None:
+        if n is not None and n > 1:
+            raise ValueError(f"{path} is a volume with {n} frames; the item needs a frame index")
+        return a if n is None else a[:, :, 0]
+    if n is None:
+        if frame != 0:
+            raise ValueError(f"{path} is a 2D image; frame {frame} does not exist")
+        return a
+    if not 0 <= frame < n:
+        raise ValueError(f"{path} has {n} frames; frame {frame} does not exist")
+    return a[:, :, frame]
+
+
+def load_image(path, frame: Optional[int] = None, cache: Optional[dict] = None) -> np.ndarray:
+    """An image (or one frame of a volume) as H x W or H x W x C in its stored dtype (uint8, uint16, float)."""
+    return _take_frame(_cached_read(path, cache), frame, os.fspath(path))
+
+
+def binarize_mask(mask: np.ndarray, class_id: int = 1) -> np.ndarray:
+    """H x W [x C] label -> H x W bool of `class_id`.
+
+    0/1 and class-id labels compare with `class_id`; a binary label saved as 0/255 (or 0/65535) counts
+    its non-zero value as class 1. Colour labels use their largest channel.
+    """
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m.max(axis=2)
+    if m.ndim != 2:
+        raise ValueError(f"label must be H x W (got shape {m.shape})")
+    if m.dtype == bool:
+        return m if class_id == 1 else np.zeros_like(m)
+    if np.issubdtype(m.dtype, np.floating):
+        m = np.rint(m)
+    top = m.max() if m.size else 0
+    if top in (255, 65535):
+        fg = m == top
+        if not np.any(m[~fg]):  # only 0 and the top value: a binary label saved as 0/255
+            return fg if class_id == 1 else np.zeros(m.shape, bool)
+    return m == class_id
+
+
+def load_mask(path, class_id: int = 1, frame: Optional[int] = None, cache: Optional[dict] = None) -> np.ndarray:
+    """A label (or one frame of a label volume) as an H x W bool mask of `class_id`."""
+    path = _require_file(path, "label")
+    return binarize_mask(_take_frame(_cached_read(path, cache), frame, path), class_id)
+
+
+def _cached_read(path, cache: Optional[dict]) -> Tuple[np.ndarray, Optional[int]]:
+    key = os.path.abspath(os.fspath(path))
+    if cache is None:
+        return read_array(key)
+    if key not in cache:
+        if len(cache) >= 4:  # volumes are big: keep only the few being expanded right now
+            cache.pop(next(iter(cache)))
+        cache[key] = read_array(key)
+    return cache[key]
+
+
+# ----------------------------------------------------------------------------------------------- item lists
+def make_item(image, mask, class_id: int = 1, frame: Optional[int] = None, id: Optional[str] = None) -> Item:
+    image, mask = os.fspath(image), os.fspath(mask)
+    if id is None:
+        id = file_stem(image) + (f"#{frame}" if frame is not None else "")
+    return {"image": image, "mask": mask, "class_id": int(class_id), "frame": frame, "id": id}
+
+
+def pair_items(pairs: Iterable[Tuple[object, object]], class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+    """(image, label) file pairs -> items. Volumes expand to one item per frame (last axis); with
+    `labelled_only`, frames whose label lacks `class_id` are skipped (they are not training samples)."""
+    items: List[Item] = []
+    for image, label in pairs:
+        image = _require_file(image, "image")
+        label = _require_file(label, "label")
+        if not is_volume_file(image) and not is_volume_file(label):
+            items.append(make_item(image, label, class_id))
+            continue
+        items.extend(volume_items(image, label, class_id, labelled_only))
+    return items
+
+
+def volume_items(image, label, class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+    """One item per frame (last axis) of a 3D / 2D+time volume; frames without the class are skipped."""
+    image = _require_file(image, "image")
+    label = _require_file(label, "label")
+    lab, n = read_array(label)
+    size = _spatial_size(image)
+    if n is None:
+        lab, n = lab[:, :, None], 1
+    if size[:2] != tuple(lab.shape[:2]) or (size[2:] or (1,))[0] != n:
+        raise ValueError(f"image {image} (size {size}) and label {label} (size {tuple(lab.shape[:3])}) differ in size")
+    is_volume = len(size) == 3
+    items = []
+    for k in range(n):
+        if labelled_only and not binarize_mask(lab[:, :, k], class_id).any():
+            continue
+        items.append(make_item(image, label, class_id, frame=k if is_volume else None,
+                               id=f"{file_stem(image)}#{k}" if is_volume else None))
+    return items
+
+
+def _spatial_size(path: str) -> Tuple[int, ...]:
+    """Stored size (i, j[, frames]) of an image file, from its header when it is a volume."""
+    if not is_volume_file(path):
+        return tuple(read_array(path)[0].shape[:2])
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ValueError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
+    size = list(reader.GetSize())
+    size = size[:2] + [s for s in size[2:] if s != 1]
+    return tuple(size)
+
+
+_IMAGE_DIRS = ("images", "image", "img", "imagesTr")
+_MASK_DIRS = ("masks", "mask", "labels", "label", "labelsTr")
+
+
+def _find_dir(root: Path, names: Sequence[str], what: str) -> Path:
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    raise FileNotFoundError(f"{root}: no {what} folder (looked for {', '.join(names)})")
+
+
+def find_mask(image: Path, mask_dir: Path) -> Path:
+    """The mask of `image` in `mask_dir`: `<stem>_mask.<ext>` (BUSI), the same file name, or `<stem>.<any>`."""
+    stem = file_stem(image)
+    tried = [mask_dir / f"{stem}_mask{image.name[len(stem):]}", mask_dir / image.name]
+    tried += [mask_dir / f"{stem}{sfx}{ext}" for sfx in ("_mask", "", "_label", "_seg")
+              for ext in IMAGE_EXTS + VOLUME_EXTS]
+    for p in tried:
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"no mask for image {image} in {mask_dir} (tried {tried[0].name}, {tried[1].name}, ...)")
+
+
+def folder_items(root, split: Optional[str] = None, class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+    """Items of an images/ + masks/ folder. With `split`, `root/splits.json` ({split: [file names]}) selects
+    the images; without it every image is used. Volumes expand into labelled frames."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root}: no such folder")
+    image_dir = _find_dir(root, _IMAGE_DIRS, "image")
+    mask_dir = _find_dir(root, _MASK_DIRS, "mask")
+    if split is None or split == "all":
+        images = sorted(p for p in image_dir.iterdir() if p.name.lower().endswith(IMAGE_EXTS + VOLUME_EXTS))
+    else:
+        splits_file = root / "splits.json"
+        if not splits_file.is_file():
+            raise FileNotFoundError(f"{root} has no splits.json, so split {split!r} is undefined "
+                                    "(use split=None for all images)")
+        splits = json.loads(splits_file.read_text())
+        if split not in splits:
+            raise ValueError(f"split {split!r} not in {splits_file} (it has {sorted(splits)})")
+        images = [image_dir / name for name in splits[split]]
+    if not images:
+        raise FileNotFoundError(f"no images in {image_dir}")
+    pairs = []
+    for img in images:
+        if not img.is_file():
+            raise FileNotFoundError(f"image {img} (listed for split {split!r}): no such file")
+        pairs.append((img, find_mask(img, mask_dir)))
+    return pair_items(pairs, class_id, labelled_only)
+
+
+def us30k_items(root, split: str) -> List[Item]:
+    """Items of the SAMUS authors' layout: `MainPatient/<split>.txt` lines `<classID>/<Dataset>/<name>`
+    (train/val) or `<Dataset>/<name>` (test, class 1); files in `<Dataset>/img/` and `<Dataset>/label/`."""
+    root = Path(root)
+    txt = root / "MainPatient" / f"{split}.txt"
+    if not txt.is_file():
+        found = sorted(p.stem for p in (root / "MainPatient").glob("*.txt")) if (root / "MainPatient").is_dir() else []
+        raise FileNotFoundError(f"split file {txt}: no such file (splits found: {found})")
+    class_json = root / "MainPatient" / "class.json"
+    n_classes = json.loads(class_json.read_text()) if class_json.is_file() else {}
+    items = []
+    for lineno, line in enumerate(txt.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split("/")
+        if len(parts) == 3:
+            cls, dataset, name = int(parts[0]), parts[1], parts[2]
+        elif len(parts) == 2:
+            cls, (dataset, name) = 1, parts
+        else:
+            raise ValueError(f"{txt}:{lineno}: expected '<classID>/<Dataset>/<name>' or '<Dataset>/<name>', got {line!r}")
+        if dataset in n_classes and not 0 < cls < int(n_classes[dataset]):
+            raise ValueError(f"{txt}:{lineno}: class {cls} outside 1..{int(n_classes[dataset]) - 1} of {dataset} (class.json)")
+        img = _with_ext(root / dataset / "img", name)
+        lab = _with_ext(root / dataset / "label", name)
+        items.append(make_item(img, lab, cls, id=f"{dataset}/{name}" + (f"@{cls}" if len(parts) == 3 else "")))
+    if not items:
+        raise ValueError(f"split file {txt} lists no samples")
+    return items
+
+
+def _with_ext(folder: Path, name: str) -> Path:
+    if Path(name).suffix.lower() in IMAGE_EXTS and (folder / name).is_file():
+        return folder / name
+    for ext in IMAGE_EXTS:
+        if (folder / (name + ext)).is_file():
+            return folder / (name + ext)
+    raise FileNotFoundError(f"{folder / name}.png: no such file")
+
+
+def detect_layout(root) -> str:
+    """'us30k' when `root/MainPatient` exists, else 'folder'."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root}: no such folder")
+    return "us30k" if (root / "MainPatient").is_dir() else "folder"
+
+
+def load_items(root, split: Optional[str], layout: str = "auto", class_id: int = 1) -> List[Item]:
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "us30k":
+        return us30k_items(root, split or "train")
+    if layout == "folder":
+        return folder_items(root, split, class_id)
+    raise ValueError(f"unknown data layout {layout!r}; choose auto, folder or us30k")
+
+
+# ----------------------------------------------------------------------------------------------- dataset
+def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
+    """H x W bool -> size x size uint8 tensor (nearest, as the authors)."""
+    m = np.asarray(mask, dtype=np.uint8)
+    h, w = m.shape
+    # nearest-exact (the source pixel under each target pixel centre) by indexing: much faster than interpolate
+    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
+    return torch.from_numpy(np.ascontiguousarray(m[rows[:, None], cols[None, :]]))
+
+
+def decode_item(item: Item, cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> (256 x 256 float32 image in [0, 1], 256 x 256 uint8 mask). Errors name the offending files."""
+    image = load_image(item["image"], item.get("frame"), cache)
+    mask = load_mask(item["mask"], int(item.get("class_id", 1)), item.get("frame"), cache)
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {item['image']} is {image.shape[1]}x{image.shape[0]} but its mask {item['mask']} "
+                         f"is {mask.shape[1]}x{mask.shape[0]}")
+    try:
+        img = preprocess_image(image, IMAGE_SIZE)[0, 0]
+    except ValueError as e:
+        raise ValueError(f"image {item['image']}: {e}") from e
+    return img, resize_mask(mask, IMAGE_SIZE)
+
+
+class SamusDataset(Dataset):
+    """Decoded 256 x 256 samples, cached in memory.
+
+    Each sample is a dict: `image` 1x256x256 float32 in [0, 1]; `mask` 1x256x256 float32 {0, 1};
+    `low_mask` 1x128x128 (nearest); `point_coords` Nx2 float32 (x=col, y=row, 256 space); `point_labels`
+    N int64; `box` 4 float32 (x1, y1, x2, y2); `index`; `id`.
+
+    `train=True`: authors' augmentation (if `augment`), `clicks` random positive clicks (+ `neg_clicks`
+    negatives) and a jittered box, drawn from a generator seeded by (seed, epoch, index) so runs and
+    resumed runs repeat exactly. `train=False`: no augmentation, the deterministic middle click, tight box.
+    """
+
+    def __init__(self, items: Sequence[Item], train: bool = True, augment: bool = True, clicks: int = 1,
+                 neg_clicks: int = 0, seed: int = 0):
+        if not items:
+            raise ValueError("no samples: the item list is empty")
+        if clicks < 1 or neg_clicks < 0:
+            raise ValueError(f"need clicks >= 1 and neg_clicks >= 0 (got {clicks}, {neg_clicks})")
+        self.items = list(items)
+        self.train, self.augment = train, augment
+        self.clicks, self.neg_clicks = clicks, neg_clicks
+        self.seed, self.epoch = seed, 0
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one small resize per call: intra-op threads only add overhead here
+        try:
+            if all(it.get("frame") is None for it in self.items) and len(self.items) > 8:
+                # 2D files: decode in threads (Pillow and torch release the GIL).
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                    decoded = list(pool.map(decode_item, self.items))
+            else:
+                cache: dict = {}  # volume items of one file are adjacent, so each volume is read once
+                decoded = [decode_item(it, cache) for it in self.items]
+        finally:
+            torch.set_num_threads(threads)
+        # float16 halves the memory of the cache; its 11-bit mantissa is finer than 8-bit input.
+        self.images = torch.stack([d[0] for d in decoded]).to(torch.float16)
+        self.masks = torch.stack([d[1] for d in decoded])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        image = self.images[index].float()[None]
+        mask = self.masks[index].float()[None]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.train and self.augment:
+            image, mask = augment_pair(image, mask, rng)
+        m = mask[0].numpy() > 0.5
+        if self.train:
+            coords, labels = random_clicks(m, rng, self.clicks, self.neg_clicks)
+            box = jittered_box(m, rng)
+        else:
+            coords, labels = middle_click(m)
+            box = tight_box(m)
+        low = F.interpolate(mask[None], size=(LOW_RES_SIZE, LOW_RES_SIZE), mode="nearest-exact")[0]
+        return {
+            "image": image,
+            "mask": mask,
+            "low_mask": low,
+            "point_coords": torch.as_tensor(coords, dtype=torch.float32),
+            "point_labels": torch.as_tensor(labels, dtype=torch.int64),
+            "box": torch.as_tensor(box, dtype=torch.float32),
+            "index": index,
+            "id": str(self.items[index]["id"]),
+        }

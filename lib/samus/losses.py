@@ -1,0 +1,27 @@
+"""The SAMUS training loss: 0.8 soft Dice + 0.2 BCE-with-logits (pos_weight 2) on the 128 x 128 logits."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s) with p = sigmoid(logits); the sums run over the
+    whole batch (the authors' choice), not per image."""
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + smooth) / ((p * p).sum() + (target * target).sum() + smooth)
+
+
+class SamusLoss(nn.Module):
+    def __init__(self, dice_weight: float = 0.8, bce_weight: float = 0.2, pos_weight: float = 2.0,
+                 smooth: float = 1e-5):
+        super().__init__()
+        self.dice_weight, self.bce_weight, self.smooth = dice_weight, bce_weight, smooth
+        self.register_buffer("pos_weight", torch.tensor([pos_weight]), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits, target: B x 1 x h x w (target {0, 1}, already resized to the logits with nearest)."""
+        if logits.shape != target.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        logits, target = logits.float(), target.float()  # bf16 logits lose too much precision for the sums
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight.to(logits.device))
+        return self.dice_weight * soft_dice_loss(logits, target, self.smooth) + self.bce_weight * bce

@@ -1,0 +1,931 @@
+"""SAMUS Segment: click positive/negative points frame by frame on ultrasound volumes and cine
+loops; a MONAI Label server running the SAMUS app returns the masks.
+
+The work is split in three layers:
+- SAMUSSegmentLib: Slicer-free logic (geometry, prompts, undo, HTTP client, NRRD, session);
+- SAMUSSegmentScene: adapters between the MRML scene and that logic;
+- this file: the module, its GUI, the logic that wires them together, and the self-test.
+Server calls run on a worker thread; their results are applied to the scene on the main
+thread by a Qt timer that polls the worker.
+"""
+import json
+import logging
+import os
+import tempfile
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from SAMUSSegmentLib.client import INTERACTIVE_MODEL, PROPAGATION_MODEL, TRAINER, SamusClient, ServerError
+from SAMUSSegmentLib.geometry import GeometryError
+from SAMUSSegmentLib.prompts import PromptStore
+from SAMUSSegmentLib.session import InteractiveSession
+from SAMUSSegmentLib.shortcuts import SHORTCUTS, help_lines
+from SAMUSSegmentLib.training import describe_training
+from SAMUSSegmentLib.upload import ImageUploader
+from SAMUSSegmentLib.worker import TaskRunner
+from SAMUSSegmentScene.masks import SegmentMasks, SequenceSegmentMasks
+from SAMUSSegmentScene.sources import frameSourceFor
+
+PROMPTS_ATTRIBUTE = "SAMUSSegment.Prompts"
+SEGMENTATION_REFERENCE = "SAMUSSegment.Segmentation"
+STRATEGIES = ("random", "first", "diversity")
+
+
+class SAMUSSegment(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SAMUS Segment"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SAMUS for MONAI Label project"]
+        self.parent.helpText = (
+            "Point-prompted ultrasound segmentation with SAMUS served by MONAI Label. Connect to the server, "
+            "pick a volume (frames = K slices) or a cine sequence (frames = browser items), then place positive "
+            "and negative points: each change re-segments the shown frame only. Propagate a mask over the next "
+            "frames, submit labels and fine-tune the model.<br>Shortcuts: " + "; ".join(help_lines())
+        )
+        self.parent.acknowledgementText = (
+            "SAMUS: Lin et al., 'SAMUS: Adapting Segment Anything Model for Clinically-Friendly and Generalizable "
+            "Ultrasound Image Segmentation', arXiv 2309.06824. Built on MONAI Label and 3D Slicer."
+        )
+
+
+@parameterNodeWrapper
+class SAMUSSegmentParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    serverUrl: str = "http://127.0.0.1:8000"
+    propagateCount: Annotated[int, WithinRange(1, 10000)] = 10
+
+
+class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._shortcuts = []
+        self._stolenShortcuts = []
+        self._frameObserved = None
+        self._shownFrame = None
+        self._syncScheduled = False
+        self._trainingRequestPending = False
+
+    # -- setup / teardown --------------------------------------------------------------------
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SAMUSSegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = SAMUSSegmentLogic()
+        self.logic.onStatus = self.showStatus
+        self.logic.onError = self.showError
+        self.logic.onPromptsRestored = self.refreshPoints
+        self.logic.onMasksChanged = lambda frames: self.updateFrameLabel()
+
+        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+            placeWidget.buttonsVisible = False
+            placeWidget.placeButton().show()
+            placeWidget.deleteButton().show()
+        self.ui.strategyComboBox.addItems(list(STRATEGIES))
+        self.ui.trainingProgressBar.setRange(0, 100)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.connectButton.connect("clicked(bool)", self.onConnect)
+        self.ui.serverUrlLineEdit.connect("returnPressed()", self.onConnect)
+        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelChanged)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self.ui.addSegmentButton.connect("clicked(bool)", self.onAddSegment)
+        self.ui.clearFramePointsButton.connect("clicked(bool)", self.onClearFrame)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.previousFrameButton.connect("clicked(bool)", lambda: self.onStepFrame(-1))
+        self.ui.nextFrameButton.connect("clicked(bool)", lambda: self.onStepFrame(1))
+        self.ui.propagateNextButton.connect("clicked(bool)", self.onPropagateNext)
+        self.ui.propagateAllButton.connect("clicked(bool)", self.onPropagateAll)
+        self.ui.submitLabelsButton.connect("clicked(bool)", self.onSubmitLabels)
+        self.ui.trainButton.connect("clicked(bool)", self.onStartTraining)
+        self.ui.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.nextSampleButton.connect("clicked(bool)", self.onNextSample)
+
+        # Results of server calls are applied here, on the main thread.
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(50)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.pollTimer.start()
+        self.trainingTimer = qt.QTimer()
+        self.trainingTimer.setInterval(3000)
+        self.trainingTimer.connect("timeout()", self.onTrainingTimer)
+
+        self.initializeParameterNode()
+        self.updateButtons()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self.pollTimer.stop()
+        self.trainingTimer.stop()
+        self.removeShortcuts()
+        if self.logic:
+            self.logic.runner.shutdown()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self.installShortcuts()
+
+    def exit(self) -> None:
+        self.removeShortcuts()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self.logic.reset()
+        self._shownFrame = None
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    # -- keyboard shortcuts --------------------------------------------------------------------
+    def installShortcuts(self) -> None:
+        if self._shortcuts:
+            return
+        actions = {"nextFrame": lambda: self.onStepFrame(1), "previousFrame": lambda: self.onStepFrame(-1),
+                   "positiveMode": lambda: self.startPlacing(True), "negativeMode": lambda: self.startPlacing(False),
+                   "propagate": self.onPropagateNext, "undo": self.onUndo}
+        mainWindow = slicer.util.mainWindow()
+        if mainWindow is None:
+            return
+        for name, (keys, _) in SHORTCUTS.items():
+            sequence = qt.QKeySequence(keys)
+            # An application action with the same keys (Edit > Undo has Ctrl+Z) would make the
+            # shortcut ambiguous and neither would fire: borrow its keys while the module is shown.
+            for action in mainWindow.findChildren(qt.QAction):
+                if action.shortcut.toString() == sequence.toString():
+                    self._stolenShortcuts.append((action, action.shortcut))
+                    action.shortcut = qt.QKeySequence()
+            shortcut = qt.QShortcut(sequence, mainWindow)
+            shortcut.connect("activated()", actions[name])
+            self._shortcuts.append(shortcut)
+
+    def removeShortcuts(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
+            shortcut.setParent(None)
+            shortcut.deleteLater()
+        self._shortcuts = []
+        for action, sequence in self._stolenShortcuts:
+            action.shortcut = sequence
+        self._stolenShortcuts = []
+
+    # -- status ----------------------------------------------------------------------------------
+    def showStatus(self, text: str) -> None:
+        self.ui.statusLabel.setStyleSheet("")
+        self.ui.statusLabel.text = text
+        logging.info(f"SAMUSSegment: {text}")
+
+    def showError(self, text: str) -> None:
+        self.ui.statusLabel.setStyleSheet("color: #c0392b")
+        self.ui.statusLabel.text = text
+        logging.warning(f"SAMUSSegment: {text}")
+
+    def onPoll(self) -> None:
+        try:
+            self.logic.runner.poll()
+        except Exception as exc:  # a callback failed: show it, keep the timer alive
+            logging.exception("SAMUSSegment callback failed")
+            self.showError(str(exc))
+        busy = self.logic.runner.current()
+        if busy:
+            self.ui.statusLabel.setStyleSheet("")
+            self.ui.statusLabel.text = f"Working: {busy}"
+
+    def updateButtons(self) -> None:
+        hasInput = self.logic.session is not None
+        connected = self.logic.client is not None
+        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.clearFramePointsButton,
+                       self.ui.undoButton, self.ui.previousFrameButton, self.ui.nextFrameButton,
+                       self.ui.addSegmentButton):
+            widget.enabled = hasInput
+        for widget in (self.ui.propagateNextButton, self.ui.propagateAllButton, self.ui.submitLabelsButton):
+            widget.enabled = hasInput and connected
+        for widget in (self.ui.trainButton, self.ui.stopTrainingButton, self.ui.nextSampleButton):
+            widget.enabled = connected
+
+    # -- server ----------------------------------------------------------------------------------
+    def onConnect(self) -> None:
+        url = self.ui.serverUrlLineEdit.text
+        self.ui.serverStatusLabel.text = f"Connecting to {url} ..."
+        try:
+            self.logic.connectAsync(url, self.onConnected, self.onConnectFailed)
+        except ServerError as exc:
+            self.onConnectFailed(exc)
+
+    def onConnected(self, info) -> None:
+        models = info.get("models", {})
+        self.ui.modelComboBox.clear()
+        self.ui.modelComboBox.addItems(self.logic.interactiveModels())
+        strategies = list(info.get("strategies", {})) or list(STRATEGIES)
+        self.ui.strategyComboBox.clear()
+        self.ui.strategyComboBox.addItems(strategies)
+        described = ", ".join(f"{name} ({m.get('type', '?')})" for name, m in models.items())
+        self.ui.serverStatusLabel.text = f"Connected to {info.get('name', 'MONAI Label')}. Models: {described}."
+        self.ui.serverStatusLabel.setStyleSheet("")
+        self.updateButtons()
+
+    def onConnectFailed(self, exc) -> None:
+        self.ui.serverStatusLabel.text = str(exc)
+        self.ui.serverStatusLabel.setStyleSheet("color: #c0392b")
+        self.updateButtons()
+
+    def onModelChanged(self, name) -> None:
+        if name:
+            self.logic.setModel(name)
+
+    # -- input and segments --------------------------------------------------------------------------
+    def onInputChanged(self, node) -> None:
+        self.stopPlacing()
+        try:
+            description = self.logic.setInput(node)
+        except Exception as exc:  # shown to the user; the module stays usable with another input
+            logging.exception("SAMUSSegment: cannot use input")
+            slicer.util.errorDisplay(f"Cannot use this input: {exc}")
+            self.logic.setInput(None)
+            description = "Select a volume or a cine sequence."
+        self.ui.inputInfoLabel.text = description
+        self.ui.segmentSelector.setCurrentNode(self.logic.segmentationNode)
+        if self.logic.segmentId:
+            self.ui.segmentSelector.setCurrentSegmentID(self.logic.segmentId)
+        self.ui.positivePlaceWidget.setCurrentNode(self.logic.positiveNode)
+        self.ui.negativePlaceWidget.setCurrentNode(self.logic.negativeNode)
+        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+            placeWidget.setPlaceModePersistency(True)
+        self.observePoints()
+        self.observeFrames()
+        self._shownFrame = None
+        self.onFrameMaybeChanged()
+        self.updateButtons()
+
+    def onSegmentChanged(self, segmentId) -> None:
+        if segmentId and self.logic.session is not None and segmentId != self.logic.segmentId:
+            self.logic.setSegment(segmentId)
+            self.refreshPoints()
+
+    def onAddSegment(self) -> None:
+        segmentId = self.logic.addSegment()
+        self.ui.segmentSelector.setCurrentSegmentID(segmentId)
+        self.refreshPoints()
+
+    # -- points --------------------------------------------------------------------------------------
+    def observePoints(self) -> None:
+        for node in (self.logic.positiveNode, self.logic.negativeNode):
+            if node is None:
+                continue
+            for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                          slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent,
+                          slicer.vtkMRMLMarkupsNode.PointRemovedEvent):
+                if not self.hasObserver(node, event, self.onPointsEvent):
+                    self.addObserver(node, event, self.onPointsEvent)
+
+    def onPointsEvent(self, caller, event) -> None:
+        # Ignore the module's own edits (showing another frame's points); defer the rest so that
+        # one user action (e.g. "delete all") triggers one update.
+        if self.logic.restoringPoints or self._syncScheduled:
+            return
+        self._syncScheduled = True
+        qt.QTimer.singleShot(0, self.syncPoints)
+
+    def syncPoints(self) -> None:
+        self._syncScheduled = False
+        try:
+            self.logic.updateFromMarkups()
+        except (ServerError, ValueError, GeometryError) as exc:
+            self.showError(str(exc))
+
+    def refreshPoints(self) -> None:
+        if self.logic.session is not None:
+            self.logic.showPoints()
+        self.updateFrameLabel()
+
+    def startPlacing(self, positive: bool) -> None:
+        if self.logic.session is None:
+            return
+        widget = self.ui.positivePlaceWidget if positive else self.ui.negativePlaceWidget
+        widget.setPlaceModeEnabled(True)
+
+    def stopPlacing(self) -> None:
+        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+            if widget.currentNode() is not None:
+                widget.setPlaceModeEnabled(False)
+
+    def onClearFrame(self) -> None:
+        try:
+            self.logic.clearFrame()
+        except (ServerError, ValueError) as exc:
+            self.showError(str(exc))
+
+    def onUndo(self) -> None:
+        if self.logic.session is not None:
+            self.logic.undo()
+
+    # -- frames --------------------------------------------------------------------------------------
+    def observeFrames(self) -> None:
+        if self._frameObserved is not None:
+            self.removeObserver(self._frameObserved, vtk.vtkCommand.ModifiedEvent, self.onFrameNodeModified)
+            self._frameObserved = None
+        node = self.logic.frames.observedNode() if self.logic.frames else None
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onFrameNodeModified)
+            self._frameObserved = node
+
+    def onFrameNodeModified(self, caller, event) -> None:
+        if self.logic.masks is not None and getattr(self.logic.masks, "switching", 0):
+            return  # the module itself is stepping through cine items to read/write masks
+        self.onFrameMaybeChanged()
+
+    def onFrameMaybeChanged(self) -> None:
+        if self.logic.frames is None:
+            self.updateFrameLabel()
+            return
+        frame = self.logic.frames.currentFrame()
+        if frame != self._shownFrame:
+            self._shownFrame = frame
+            self.refreshPoints()
+
+    def updateFrameLabel(self) -> None:
+        if self.logic.frames is None:
+            self.ui.frameLabel.text = "Frame -"
+            return
+        frame = self.logic.frames.currentFrame()
+        prompts = self.logic.session.prompts.get(self.logic.segmentId, frame)
+        marks = f" ({len(prompts.positive)}+ / {len(prompts.negative)}-)" if prompts else ""
+        self.ui.frameLabel.text = f"Frame {frame + 1} / {self.logic.frames.n_frames}{marks}"
+
+    def onStepFrame(self, step: int) -> None:
+        if self.logic.frames is not None:
+            self.logic.goToFrame(self.logic.frames.currentFrame() + step)
+            self.onFrameMaybeChanged()
+
+    def onPropagateNext(self) -> None:
+        self._propagate(self.ui.propagateCountSpinBox.value)
+
+    def onPropagateAll(self) -> None:
+        self._propagate(None)
+
+    def _propagate(self, count) -> None:
+        try:
+            self.logic.propagate(count)
+        except (ServerError, ValueError) as exc:
+            self.showError(str(exc))
+
+    # -- labels, training, samples ------------------------------------------------------------------
+    def onSubmitLabels(self) -> None:
+        try:
+            self.logic.submitLabels()
+        except (ServerError, ValueError) as exc:
+            self.showError(str(exc))
+
+    def onStartTraining(self) -> None:
+        try:
+            self.logic.startTraining(onDone=lambda _: self._followTraining(), onError=self.showError)
+        except ServerError as exc:
+            self.showError(str(exc))
+
+    def onStopTraining(self) -> None:
+        try:
+            self.logic.stopTraining(onDone=lambda _: self.onTrainingTimer(), onError=self.showError)
+        except ServerError as exc:
+            self.showError(str(exc))
+
+    def _followTraining(self) -> None:
+        self.showStatus("Training started.")
+        self.trainingTimer.start()
+        self.onTrainingTimer()
+
+    def onTrainingTimer(self) -> None:
+        if self._trainingRequestPending or self.logic.client is None:
+            return
+        self._trainingRequestPending = True
+
+        def done(described):
+            self._trainingRequestPending = False
+            status, fraction, text = described
+            self.ui.trainingStatusLabel.text = text
+            if status in ("RUNNING", "SUBMITTED") and fraction is None:
+                self.ui.trainingProgressBar.setRange(0, 0)  # busy indicator
+            else:
+                self.ui.trainingProgressBar.setRange(0, 100)
+                self.ui.trainingProgressBar.value = int(round(100 * (fraction or 0)))
+            if status not in ("RUNNING", "SUBMITTED"):
+                self.trainingTimer.stop()
+
+        def failed(exc):
+            self._trainingRequestPending = False
+            self.trainingTimer.stop()
+            self.showError(str(exc))
+
+        self.logic.trainingStatus(done, failed)
+
+    def onNextSample(self) -> None:
+        strategy = self.ui.strategyComboBox.currentText or STRATEGIES[0]
+
+        def loaded(node):
+            if node is None:
+                self.showStatus(f"Strategy '{strategy}' has no unlabelled image left.")
+                return
+            self.ui.inputVolumeSelector.setCurrentNode(node)
+            self.showStatus(f"Loaded next sample '{node.GetName()}' ({strategy}).")
+
+        try:
+            self.logic.nextSample(strategy, loaded)
+        except ServerError as exc:
+            self.showError(str(exc))
+
+
+class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
+    """Everything the GUI does, callable from scripts and tests (main thread only).
+
+    Server calls go through `self.runner`; their callbacks run when `runner.poll()` is called
+    (by the widget's timer, or by `runner.wait()` in scripts and tests).
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = TaskRunner()
+        self.client = None
+        self.info = {}
+        self.uploader = None
+        self.model = INTERACTIVE_MODEL
+        self.positiveNode = None
+        self.negativeNode = None
+        self.restoringPoints = 0
+        self._inputs = {}  # input node id -> (frames, masks, session)
+        self._epoch = 0  # incremented when the scene is closed: late results of old jobs are dropped
+        self.reset()
+        self.onStatus = lambda text: logging.info(text)
+        self.onError = lambda text: logging.warning(text)
+        self.onPromptsRestored = lambda: None
+        self.onMasksChanged = lambda frames: None
+
+    def getParameterNode(self):
+        return SAMUSSegmentParameterNode(super().getParameterNode())
+
+    def reset(self) -> None:
+        """Forgets the scene (after a scene close); keeps the server connection."""
+        self._epoch += 1
+        self.frames = self.masks = self.session = None
+        self.segmentationNode = None
+        self.segmentId = None
+        self.positiveNode = self.negativeNode = None
+        self._inputs = {}
+
+    # -- server ----------------------------------------------------------------------------------
+    def connect(self, url: str, timeout: float = 10.0) -> dict:
+        """Blocking connect (scripts, tests); the GUI uses connectAsync."""
+        client = SamusClient(url, timeout=timeout)
+        info = client.connect()
+        self._useClient(client, info)
+        return info
+
+    def connectAsync(self, url: str, onDone, onError) -> None:
+        client = SamusClient(url)
+
+        def done(info):
+            self._useClient(client, info)
+            onDone(info)
+
+        self.runner.submit(client.connect, on_done=done, on_error=onError, label=f"connecting to {client.url}")
+
+    def _useClient(self, client, info) -> None:
+        self.client, self.info = client, info
+        self.uploader = ImageUploader(client)
+        for _, _, session in self._inputs.values():
+            session.client, session.uploader = client, self.uploader
+        models = self.interactiveModels()
+        if models and self.model not in models:
+            self.setModel(models[0])
+
+    def interactiveModels(self) -> list:
+        models = self.info.get("models", {})
+        names = [n for n, m in models.items() if n != PROPAGATION_MODEL and m.get("type") in ("deepgrow", "deepedit")]
+        return names or [n for n in models if n == INTERACTIVE_MODEL]
+
+    def setModel(self, name: str) -> None:
+        self.model = name
+        for _, _, session in self._inputs.values():
+            session.model = name
+
+    def requireClient(self) -> None:
+        if self.client is None:
+            raise ServerError("Connect to the MONAI Label server first (Server section).")
+
+    # -- input -------------------------------------------------------------------------------------
+    def setInput(self, volumeNode) -> str:
+        """Makes a volume (or a cine's proxy volume) the input; returns a description of its frames."""
+        if volumeNode is None:
+            self.frames = self.masks = self.session = None
+            self.segmentationNode, self.segmentId = None, None
+            return "Select a volume or a cine sequence."
+        self._ensurePointNodes()
+        if volumeNode.GetID() in self._inputs:
+            self.frames, self.masks, self.session = self._inputs[volumeNode.GetID()]
+        else:
+            frames = frameSourceFor(volumeNode)
+            segmentation = self._segmentationFor(frames)
+            if frames.kind == "sequence":
+                masks = SequenceSegmentMasks(frames, segmentation)
+            else:
+                masks = SegmentMasks(segmentation, frames.referenceVolume, frames.n_frames, frames.frame_shape)
+            session = InteractiveSession(self.client, masks, frames.stack(), uploader=self.uploader, model=self.model)
+            saved = frames.persistentNode.GetAttribute(PROMPTS_ATTRIBUTE)
+            if saved:
+                session.prompts = PromptStore.from_json(json.loads(saved))
+            self.frames, self.masks, self.session = frames, masks, session
+            self._inputs[volumeNode.GetID()] = (frames, masks, session)
+        self.segmentationNode = self.masks.node
+        # Masks are written in the volume's voxel grid: keep the segmentation under the same transform.
+        self.segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        segmentation = self.segmentationNode.GetSegmentation()
+        if segmentation.GetNumberOfSegments() == 0:
+            segmentation.AddEmptySegment("", "lesion", [0.2, 0.9, 0.3])
+        self.setSegment(segmentation.GetNthSegmentID(0))
+        slicer.util.setSliceViewerLayers(background=volumeNode)
+        self.frames.showFrame(self.frames.currentFrame(), align=True)
+        return self.frames.describe()
+
+    def _segmentationFor(self, frames):
+        node = frames.persistentNode.GetNodeReference(SEGMENTATION_REFERENCE)
+        if node is None:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{frames.name()} SAMUS")
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(frames.referenceVolume)
+            node.GetSegmentation().AddEmptySegment("", "lesion", [0.2, 0.9, 0.3])
+            frames.persistentNode.SetNodeReferenceID(SEGMENTATION_REFERENCE, node.GetID())
+        return node
+
+    def _ensurePointNodes(self) -> None:
+        for attr, name, color in (("positiveNode", "SAMUS positive", (0.1, 0.85, 0.2)),
+                                  ("negativeNode", "SAMUS negative", (0.95, 0.15, 0.1))):
+            node = getattr(self, attr)
+            if node is None or slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
+                node = slicer.mrmlScene.GetFirstNodeByName(name)
+                if node is None or not node.IsA("vtkMRMLMarkupsFiducialNode"):
+                    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+                    node.CreateDefaultDisplayNodes()
+                    display = node.GetDisplayNode()
+                    display.SetSelectedColor(*color)
+                    display.SetActiveColor(*color)
+                    display.SetPointLabelsVisibility(False)
+                setattr(self, attr, node)
+
+    def setSegment(self, segmentId: str) -> None:
+        self.segmentId = segmentId
+        if isinstance(self.masks, SequenceSegmentMasks):
+            self.masks.rememberSegment(segmentId)
+
+    def addSegment(self) -> str:
+        segmentation = self.segmentationNode.GetSegmentation()
+        segmentId = segmentation.AddEmptySegment("", f"structure {segmentation.GetNumberOfSegments() + 1}")
+        self.setSegment(segmentId)
+        if isinstance(self.masks, SequenceSegmentMasks):
+            self.masks.addSegmentToAllFrames(segmentId)
+        return segmentId
+
+    # -- points ------------------------------------------------------------------------------------
+    def readMarkups(self):
+        """(frame, positive [(i, j)], negative [(i, j)], rejected [(node, index, reason)]) of the shown frame."""
+        frame = self.frames.currentFrame()
+        positive, negative, rejected = [], [], []
+        for node, points in ((self.positiveNode, positive), (self.negativeNode, negative)):
+            for n in range(node.GetNumberOfControlPoints()):
+                if node.GetNthControlPointPositionStatus(n) != slicer.vtkMRMLMarkupsNode.PositionDefined:
+                    continue
+                world = [0.0, 0.0, 0.0]
+                node.GetNthControlPointPositionWorld(n, world)
+                try:
+                    pointFrame, i, j = self.frames.locate(world)
+                except GeometryError as exc:
+                    rejected.append((node, n, str(exc)))
+                    continue
+                if pointFrame != frame:
+                    rejected.append((node, n, f"the point is on frame {pointFrame + 1}, not on the shown frame "
+                                              f"{frame + 1}; place points in the {self.frames.viewName} view"))
+                    continue
+                points.append((i, j))
+        return frame, positive, negative, rejected
+
+    def updateFromMarkups(self):
+        """Re-runs the shown frame after its points were placed, moved or deleted."""
+        if self.session is None:
+            return None
+        frame, positive, negative, rejected = self.readMarkups()
+        if rejected:
+            self.restoringPoints += 1
+            try:
+                for node, n, _ in sorted(rejected, key=lambda r: -r[1]):
+                    node.RemoveNthControlPoint(n)
+            finally:
+                self.restoringPoints -= 1
+            self.onError("Point removed: " + rejected[0][2])
+        return self.setPoints(frame, positive, negative)
+
+    def setPoints(self, frame: int, positive, negative, segmentId: str = None):
+        """Records one frame's points and segments it on the server; returns the job (None if unchanged)."""
+        if positive:
+            self.requireClient()
+        self.session.set_stack(self.frames.stack())
+        job = self.session.set_points(segmentId or self.segmentId, frame, positive, negative)
+        if job is not None:
+            self._run(job)
+        self._savePrompts()
+        return job
+
+    def showPoints(self, frame: int = None) -> None:
+        """Shows the stored points of a frame (default: the shown one) in the two point lists."""
+        frame = self.frames.currentFrame() if frame is None else frame
+        prompts = self.session.prompts.get(self.segmentId, frame)
+        self.restoringPoints += 1
+        try:
+            for node, points in ((self.positiveNode, prompts.positive), (self.negativeNode, prompts.negative)):
+                wasModifying = node.StartModify()
+                node.RemoveAllControlPoints()
+                for i, j in points:
+                    node.AddControlPointWorld(vtk.vtkVector3d(*self.frames.toWorld(frame, i, j)))
+                node.EndModify(wasModifying)
+        finally:
+            self.restoringPoints -= 1
+
+    def clearFrame(self) -> None:
+        self.setPoints(self.frames.currentFrame(), [], [])
+        self.showPoints()
+
+    def undo(self) -> bool:
+        entry = self.session.undo()
+        if entry is None:
+            self.onStatus("Nothing to undo.")
+            return False
+        self._savePrompts()
+        self.onPromptsRestored()
+        self.onMasksChanged(entry.frames)
+        self.onStatus(f"Undid {entry.description}.")
+        return True
+
+    def _savePrompts(self) -> None:
+        self.frames.persistentNode.SetAttribute(PROMPTS_ATTRIBUTE, json.dumps(self.session.prompts.to_json()))
+
+    # -- frames and propagation -------------------------------------------------------------------------
+    def goToFrame(self, frame: int) -> None:
+        self.frames.showFrame(min(max(int(frame), 0), self.frames.n_frames - 1))
+
+    def propagate(self, count=None):
+        """Propagates the shown frame's mask over the next `count` frames (None: whole loop, both ways)."""
+        self.requireClient()
+        if PROPAGATION_MODEL not in self.info.get("models", {}):
+            raise ServerError(f"The server has no '{PROPAGATION_MODEL}' task; update the SAMUS app.")
+        self.session.set_stack(self.frames.stack())
+        job = self.session.propagate(self.segmentId, self.frames.currentFrame(), count,
+                                     "forward" if count else "both")
+        self._run(job)
+        return job
+
+    # -- running jobs ------------------------------------------------------------------------------------
+    def _run(self, job) -> None:
+        session, epoch = self.session, self._epoch
+        self.runner.submit(lambda: session.execute(job), on_done=lambda result: self._applied(session, result, epoch),
+                           on_error=lambda exc: self.onError(f"{job.description} failed: {exc}"),
+                           label=job.description)
+
+    def _applied(self, session, result, epoch) -> None:
+        if epoch != self._epoch:
+            return  # the scene this job wrote into was closed meanwhile
+        job = result.job
+        frames = session.apply(result)
+        meta = result.meta
+        if job.kind == "submit":
+            self.onStatus(f"Label saved on the server for image '{meta.get('image', '?')}' "
+                          f"({len(job.params['labelled_frames'])} labelled frames).")
+        elif job.kind == "propagate":
+            stopped = meta.get("stopped_at")
+            stopped = [stopped] if isinstance(stopped, int) else list(stopped or [])
+            where = f" (stopped at frame {', '.join(str(f + 1) for f in stopped)})" if stopped else ""
+            self.onStatus(f"Propagated to {len(frames)} frames{where}.")
+        elif frames and job.kind == "interactive":
+            score = meta.get("score")
+            self.onStatus(f"Frame {job.frame + 1} segmented" + (f" (score {score:.2f})" if score is not None else "")
+                          + (", cached embedding" if meta.get("cache_hit") else "") + ".")
+        if frames:
+            self.onMasksChanged(frames)
+
+    # -- labels, training and samples ------------------------------------------------------------------------
+    def submitLabels(self):
+        self.requireClient()
+        segmentation = self.segmentationNode.GetSegmentation()
+        segments = [(segmentation.GetNthSegmentID(n), segmentation.GetNthSegment(n).GetName())
+                    for n in range(segmentation.GetNumberOfSegments())]
+        self.session.set_stack(self.frames.stack())
+        job = self.session.submit_labels(segments)
+        self._run(job)
+        return job
+
+    def startTraining(self, params=None, onDone=None, onError=None) -> None:
+        self.requireClient()
+        client = self.client
+        self.runner.submit(lambda: client.train_start(TRAINER, params or {}), on_done=onDone,
+                           on_error=onError or self.onError, label="starting training")
+
+    def stopTraining(self, onDone=None, onError=None) -> None:
+        self.requireClient()
+        self.runner.submit(self.client.train_stop, on_done=onDone, on_error=onError or self.onError,
+                           label="stopping training")
+
+    def trainingStatus(self, onDone, onError=None) -> None:
+        self.requireClient()
+        client = self.client
+        self.runner.submit(lambda: describe_training(client.train_status()), on_done=onDone,
+                           on_error=onError or self.onError, label="reading training status")
+
+    def nextSample(self, strategy: str, onLoaded) -> None:
+        """Asks the strategy for the next image, downloads and loads it; onLoaded(node or None)."""
+        self.requireClient()
+        client = self.client
+
+        def fetch():
+            sample = client.next_sample(strategy, {"client_id": "3D Slicer"})
+            if not sample or "id" not in sample:
+                return None
+            data, filename = client.download_image(sample["id"])
+            return sample["id"], data, filename
+
+        def load(fetched):
+            if fetched is None:
+                onLoaded(None)
+                return
+            imageId, data, filename = fetched
+            folder = tempfile.mkdtemp(prefix="samus_sample_")
+            path = os.path.join(folder, os.path.basename(filename))
+            with open(path, "wb") as f:
+                f.write(data)
+            node = slicer.util.loadVolume(path, {"name": imageId, "singleFile": True})
+            frames = frameSourceFor(node)
+            # The server already has this image: remember its id instead of uploading a copy.
+            self.uploader.remember(frames.changeKey(), imageId)
+            onLoaded(node)
+
+        self.runner.submit(fetch, on_done=load, on_error=self.onError, label=f"fetching the next sample ({strategy})")
+
+
+class SAMUSSegmentTest(ScriptedLoadableModuleTest):
+    """Self-test, run inside Slicer (Reload & Test, or the Self Tests module).
+
+    The first part needs no server. The second needs a running SAMUS MONAI Label server at
+    $SAMUS_SERVER_URL (default http://127.0.0.1:8000), e.g. started with `make run`.
+    """
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_volume_geometry_and_frame_masks()
+        self.setUp()
+        self.test_cine_frame_masks()
+        self.setUp()
+        self.test_cine_clicks_with_server()
+
+    @staticmethod
+    def syntheticFrames(n=5, rows=96, cols=112):
+        """Speckled grey frames with a dark, slowly moving ellipse (a lesion-like target)."""
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        y, x = np.mgrid[0:rows, 0:cols]
+        frames = []
+        for f in range(n):
+            image = 120 + 40 * rng.random((rows, cols))
+            inside = ((x - 50 - 3 * f) / 22.0) ** 2 + ((y - 48) / 15.0) ** 2 < 1
+            image[inside] = 25 + 10 * rng.random(inside.sum())
+            frames.append(image.astype(np.uint8))
+        return np.stack(frames)
+
+    def makeCine(self, frames):
+        import vtk.util.numpy_support
+
+        sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "SyntheticCine")
+        for index, frame in enumerate(frames):
+            volume = slicer.vtkMRMLScalarVolumeNode()
+            volume.SetSpacing(0.2, 0.2, 1.0)
+            volume.SetOrigin(-10.0, 5.0, 0.0)
+            image = vtk.vtkImageData()
+            image.SetDimensions(frame.shape[1], frame.shape[0], 1)
+            image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+            scalars = vtk.util.numpy_support.numpy_to_vtk(frame.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+            image.GetPointData().SetScalars(scalars)
+            volume.SetAndObserveImageData(image)
+            sequence.SetDataNodeAtValue(volume, str(index))
+        browser = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "SyntheticCine browser")
+        browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+        return browser, browser.GetProxyNode(sequence)
+
+    def test_volume_geometry_and_frame_masks(self):
+        import numpy as np
+
+        self.delayDisplay("Volume: clicks through a parent transform, one-frame mask writes")
+        ijkToRAS = np.array([[0, 0.25, 0, 3], [-0.3, 0, 0, 8], [0, 0, 1.5, -4], [0, 0, 0, 1]])
+        volume = slicer.util.addVolumeFromArray(self.syntheticFrames(n=4), ijkToRAS=ijkToRAS)
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        matrix = vtk.vtkMatrix4x4()
+        matrix.SetElement(0, 3, 12.0)
+        matrix.SetElement(2, 3, -7.0)
+        transform.SetMatrixTransformToParent(matrix)
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+
+        logic = SAMUSSegmentLogic()
+        self.assertIn("4 frames", logic.setInput(volume))
+        logic.goToFrame(2)
+        self.assertEqual(logic.frames.currentFrame(), 2)
+        world = logic.frames.toWorld(2, 30, 40)
+        self.assertEqual(logic.frames.locate(world), (2, 30, 40))
+        logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*world))
+        frame, positive, negative, rejected = logic.readMarkups()
+        self.assertEqual((frame, positive, negative, rejected), (2, [(30, 40)], [], []))
+
+        mask = np.zeros(logic.frames.frame_shape, bool)
+        mask[30:50, 20:60] = True
+        logic.masks.write_frame(logic.segmentId, 2, mask)
+        labels = slicer.util.arrayFromSegmentBinaryLabelmap(logic.segmentationNode, logic.segmentId, volume)
+        self.assertEqual([int(k) for k in np.flatnonzero(labels.reshape(4, -1).any(axis=1))], [2])
+        self.assertTrue((labels[2] > 0).sum() == mask.sum())
+        logic.runner.shutdown()
+
+    def test_cine_frame_masks(self):
+        import numpy as np
+
+        self.delayDisplay("Cine: frame = browser item, masks written to that item only")
+        browser, proxy = self.makeCine(self.syntheticFrames(n=5))
+        logic = SAMUSSegmentLogic()
+        self.assertIn("5 frames", logic.setInput(proxy))
+        browser.SetSelectedItemNumber(1)
+        mask = np.zeros(logic.frames.frame_shape, bool)
+        mask[40:56, 30:70] = True
+        logic.masks.write_frame(logic.segmentId, 3, mask)
+        self.assertEqual(browser.GetSelectedItemNumber(), 1)  # the user's frame is restored
+        volume = logic.masks.segment_volume(logic.segmentId)
+        self.assertEqual([int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))], [3])
+        self.assertEqual(logic.frames.stack().n_frames, 5)
+        logic.runner.shutdown()
+
+    def test_cine_clicks_with_server(self):
+        import numpy as np
+
+        url = os.environ.get("SAMUS_SERVER_URL", "http://127.0.0.1:8000")
+        self.delayDisplay(f"Cine clicks against the SAMUS server at {url}")
+        logic = SAMUSSegmentLogic()
+        try:
+            logic.connect(url)
+        except ServerError as exc:
+            raise AssertionError(f"This test needs a running SAMUS MONAI Label server ({exc}). Start one with "
+                                 "`make run` or set SAMUS_SERVER_URL.") from None
+        frames = self.syntheticFrames(n=5)
+        browser, proxy = self.makeCine(frames)
+        logic.setInput(proxy)
+        logic.goToFrame(2)
+        world = logic.frames.toWorld(2, 50 + 3 * 2, 48)  # centre of the dark ellipse on frame 2
+        logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*world))
+        job = logic.updateFromMarkups()
+        self.assertIsNotNone(job)
+        logic.runner.wait(600)
+        volume = logic.masks.segment_volume(logic.segmentId)
+        nonEmpty = [int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))]
+        self.assertEqual(nonEmpty, [2], "the click must produce a mask on its own frame only")
+        self.assertEqual(logic.uploader.uploads, 1)
+        self.assertTrue(logic.undo())
+        self.assertFalse(logic.masks.segment_volume(logic.segmentId).any())
+        logic.runner.shutdown()
+        self.delayDisplay("Test passed")

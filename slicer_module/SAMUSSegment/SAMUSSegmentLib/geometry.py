@@ -1,0 +1,111 @@
+"""Voxel <-> world geometry with 4x4 homogeneous numpy matrices.
+
+Conventions (same as Slicer): a point is (i, j, k) in voxel index space and (R, A, S) in
+world space; volume arrays are indexed [k, j, i]. `ras_to_ijk` is the volume's own
+RAS->IJK matrix; `world_to_local` maps world coordinates into the coordinate system of
+the volume's parent transform (identity when the volume is not transformed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class GeometryError(ValueError):
+    """A point or matrix that cannot be used (outside the volume, singular matrix, ...)."""
+
+
+def as_matrix(matrix, name: str = "matrix") -> np.ndarray:
+    m = np.asarray(matrix, dtype=float)
+    if m.shape != (4, 4):
+        raise GeometryError(f"{name} must be a 4x4 matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise GeometryError(f"{name} contains NaN or infinite values")
+    return m
+
+
+def invert(matrix, name: str = "matrix") -> np.ndarray:
+    m = as_matrix(matrix, name)
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+        raise GeometryError(f"{name} is singular and cannot be inverted")
+    return np.linalg.inv(m)
+
+
+def apply(matrix, point) -> np.ndarray:
+    """Transforms one 3D point (or an N x 3 array) by a 4x4 matrix."""
+    p = np.asarray(point, dtype=float)
+    single = p.ndim == 1
+    p = np.atleast_2d(p)
+    if p.shape[1] != 3:
+        raise GeometryError(f"points must have 3 coordinates, got shape {np.asarray(point).shape}")
+    h = np.hstack([p, np.ones((len(p), 1))]) @ as_matrix(matrix).T
+    out = h[:, :3] / h[:, 3:4]
+    return out[0] if single else out
+
+
+def ijk_to_ras_matrix(origin, spacing, directions=None) -> np.ndarray:
+    """Builds IJK->RAS from origin, spacing and a 3x3 matrix whose columns are the I, J, K axes."""
+    d = np.eye(3) if directions is None else np.asarray(directions, dtype=float)
+    spacing = np.asarray(spacing, dtype=float)
+    if d.shape != (3, 3) or spacing.shape != (3,) or np.any(spacing <= 0):
+        raise GeometryError("need a 3x3 direction matrix and 3 positive spacings")
+    m = np.eye(4)
+    m[:3, :3] = d * spacing[None, :]
+    m[:3, 3] = np.asarray(origin, dtype=float)
+    return m
+
+
+def world_to_ijk(point_world, ras_to_ijk, world_to_local=None) -> np.ndarray:
+    """Continuous IJK of a world point, going through the volume's parent transform first."""
+    p = np.asarray(point_world, dtype=float)
+    if world_to_local is not None:
+        p = apply(world_to_local, p)
+    return apply(ras_to_ijk, p)
+
+
+def ijk_to_world(ijk, ijk_to_ras, local_to_world=None) -> np.ndarray:
+    p = apply(ijk_to_ras, np.asarray(ijk, dtype=float))
+    if local_to_world is not None:
+        p = apply(local_to_world, p)
+    return p
+
+
+def voxel_index(ijk, dims_ijk) -> tuple[int, int, int]:
+    """Rounds a continuous IJK to the voxel that contains it; errors when it is outside the volume.
+
+    Voxel centres sit on integer IJK, so rounding (not truncation) picks the containing voxel.
+    """
+    ijk = np.asarray(ijk, dtype=float)
+    idx = tuple(int(v) for v in np.floor(ijk + 0.5))
+    for axis, (v, n) in enumerate(zip(idx, dims_ijk)):
+        if not 0 <= v < n:
+            raise GeometryError(
+                f"point at IJK ({ijk[0]:.1f}, {ijk[1]:.1f}, {ijk[2]:.1f}) is outside the volume "
+                f"(size {tuple(int(d) for d in dims_ijk)}; axis {'IJK'[axis]})"
+            )
+    return idx
+
+
+def frame_plane(ijk_to_world, dims_ijk, k: int):
+    """Normal, in-plane (I) axis and centre of frame k, as Slicer's SetSliceToRASByNTP wants them."""
+    m = as_matrix(ijk_to_world, "ijk_to_world")
+    normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
+    transverse = m[:3, 0] / np.linalg.norm(m[:3, 0])
+    centre_ijk = [(dims_ijk[0] - 1) / 2.0, (dims_ijk[1] - 1) / 2.0, float(k)]
+    return normal, transverse, apply(m, centre_ijk)
+
+
+def frame_at_world(point_world, world_to_ijk_matrix, n_frames: int) -> int:
+    """Index of the frame (K slice) closest to a world point, clamped to the volume."""
+    k = apply(world_to_ijk_matrix, point_world)[2]
+    return int(min(max(np.floor(k + 0.5), 0), n_frames - 1))
+
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def ras_to_lps(matrix) -> np.ndarray:
+    """Converts an IJK->RAS matrix to IJK->LPS (the space ITK and NRRD files use)."""
+    return _RAS_TO_LPS @ as_matrix(matrix)
+
+
+lps_to_ras = ras_to_lps  # the flip is its own inverse

@@ -1,0 +1,241 @@
+"""The click -> mask workflow for one image, independent of Slicer.
+
+Each public step is meant for one thread:
+- main thread: set_points / propagate / submit_labels build a Job from the current state;
+- worker thread: execute(job) does the network calls and decoding, touching no shared state
+  except the upload cache;
+- main thread: apply(result) writes masks into the mask store and records undo history.
+Results that were overtaken by newer clicks on the same frame (or by an undo) are dropped.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .client import INTERACTIVE_MODEL, PROPAGATION_MODEL, ServerError
+from .frames import check_frame, frame_from_result, merge_segments, non_empty_frames
+from .nrrd import read_nrrd, write_nrrd
+from .prompts import FramePrompts, PromptStore
+from .undo import PackedMask, UndoEntry, UndoStack
+from .upload import FrameStack, ImageUploader
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+@dataclass
+class Job:
+    kind: str                 # "interactive", "clear", "propagate" or "submit"
+    segment_id: str
+    frame: int
+    stack: FrameStack
+    params: dict = field(default_factory=dict)
+    generation: int = 0
+    payload: object = None    # submit: (label array, save params)
+
+    @property
+    def description(self) -> str:
+        return {"interactive": f"segmenting frame {self.frame}", "clear": f"clearing frame {self.frame}",
+                "propagate": f"propagating from frame {self.frame}",
+                "submit": "submitting labels"}[self.kind]
+
+
+@dataclass
+class JobResult:
+    job: Job
+    masks: dict = field(default_factory=dict)  # frame -> bool [j, i]
+    meta: dict = field(default_factory=dict)   # the server's JSON answer
+
+
+def interactive_params(prompts: FramePrompts, frame: int) -> dict:
+    foreground, background = prompts.server_points(frame)
+    return {"foreground": foreground, "background": background, "slice": int(frame),
+            "result_extension": ".nrrd", "result_dtype": "uint8"}
+
+
+def frame_range(frame: int, n_frames: int, count: int | None, direction: str) -> list[int]:
+    """[first, last] frames a propagation covers; count None means up to the ends of the loop."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if count is not None and count < 1:
+        raise ValueError(f"the number of frames to propagate over must be at least 1, got {count}")
+    reach = n_frames if count is None else int(count)
+    first = frame if direction == "forward" else max(0, frame - reach)
+    last = frame if direction == "backward" else min(n_frames - 1, frame + reach)
+    return [first, last]
+
+
+class InteractiveSession:
+    """Prompts, masks and undo history of one image on one server."""
+
+    def __init__(self, client, masks, stack: FrameStack, uploader: ImageUploader | None = None,
+                 model: str = INTERACTIVE_MODEL, propagate_model: str = PROPAGATION_MODEL, undo_depth: int = 30):
+        self.client = client
+        self.masks = masks
+        self.uploader = uploader or ImageUploader(client)
+        self.model = model
+        self.propagate_model = propagate_model
+        self.prompts = PromptStore()
+        self.undo_stack = UndoStack(undo_depth)
+        self.stack = None
+        self.set_stack(stack)
+        self.last_meta: dict = {}
+        self._counter = itertools.count(1)
+        self._latest: dict = {}      # (segment, frame) -> generation of the newest job
+        self._undo_base: dict = {}   # (segment, frame) -> prompts before the first not yet applied change
+
+    def set_stack(self, stack: FrameStack) -> None:
+        """Takes a new snapshot of the image (e.g. after the volume was edited); geometry must match."""
+        if (stack.n_frames, stack.frame_shape) != (self.masks.n_frames, self.masks.frame_shape):
+            raise ValueError(f"image has {stack.n_frames} frames of {stack.frame_shape} but the masks have "
+                             f"{self.masks.n_frames} frames of {self.masks.frame_shape}")
+        self.stack = stack
+
+    # -- main thread: build jobs -------------------------------------------------------------
+    def set_points(self, segment_id: str, frame: int, positive, negative) -> Job | None:
+        """Records a frame's points; returns the job that recomputes its mask (None if unchanged)."""
+        frame = check_frame(frame, self.stack.n_frames)
+        for i, j in list(positive) + list(negative):
+            if not (0 <= i < self.stack.frame_shape[1] and 0 <= j < self.stack.frame_shape[0]):
+                raise ValueError(f"point ({i}, {j}) is outside the frame "
+                                 f"({self.stack.frame_shape[1]} x {self.stack.frame_shape[0]} pixels)")
+        before = self.prompts.set(segment_id, frame, positive, negative)
+        now = self.prompts.get(segment_id, frame)
+        if now == before:
+            return None
+        key = (segment_id, frame)
+        self._undo_base.setdefault(key, before)
+        self._latest[key] = generation = next(self._counter)
+        if not now.positive:
+            # Without a positive point there is nothing to segment: clear the frame locally.
+            return Job("clear", segment_id, frame, self.stack, generation=generation)
+        return Job("interactive", segment_id, frame, self.stack, interactive_params(now, frame), generation)
+
+    def propagate(self, segment_id: str, frame: int, count: int | None = None, direction: str = "forward",
+                  min_area: int | None = None, min_score: float | None = None) -> Job:
+        """Job that runs the app's propagation from this frame's points over the next frames.
+
+        Points the user placed on other frames of the range go along as extra seeds, so the
+        propagation follows the user's corrections; those frames keep their own masks.
+        """
+        frame = check_frame(frame, self.stack.n_frames)
+        prompts = self.prompts.get(segment_id, frame)
+        if not prompts.positive:
+            raise ValueError(f"place at least one positive point on frame {frame} before propagating")
+        first, last = frame_range(frame, self.stack.n_frames, count, direction)
+        params = interactive_params(prompts, frame)
+        for other in self.prompts.frames(segment_id):
+            seed = self.prompts.get(segment_id, other)
+            if other != frame and first <= other <= last and seed.positive:
+                foreground, background = seed.server_points(other)
+                params["foreground"] += foreground
+                params["background"] += background
+        params.update(frames=[first, last], direction=direction)
+        # Stop criteria of the app: propagation ends where the mask gets smaller / less certain than this.
+        if min_area is not None:
+            params["min_area"] = int(min_area)
+        if min_score is not None:
+            params["min_score"] = float(min_score)
+        return Job("propagate", segment_id, frame, self.stack, params, next(self._counter))
+
+    def submit_labels(self, segments: list, only_labelled_frames: bool = True) -> Job:
+        """Job that saves the segments as the image's final label; segments: [(segment_id, name)].
+
+        The label is a volume with value n+1 for the n-th segment. The labelled frames (with a
+        mask or with points) are listed in the label info so training can skip untouched frames.
+        """
+        if not segments:
+            raise ValueError("there is no segment to submit")
+        volumes = [np.array(self.masks.segment_volume(s), copy=True) for s, _ in segments]
+        label = merge_segments(volumes)
+        frames = set(non_empty_frames(label))
+        for s, _ in segments:
+            frames.update(self.prompts.frames(s))
+        if not frames:
+            raise ValueError("all frames are empty: segment something before submitting")
+        params = {"label_info": [{"name": name, "idx": n + 1} for n, (_, name) in enumerate(segments)],
+                  "labelled_frames": sorted(frames), "only_labelled_frames": bool(only_labelled_frames),
+                  "client": "3D Slicer SAMUSSegment"}
+        return Job("submit", segments[0][0], 0, self.stack, params, next(self._counter), payload=label)
+
+    def is_stale(self, job: Job) -> bool:
+        """True when a newer click (or an undo) on the same frame made this job pointless."""
+        return job.kind in ("interactive", "clear") and self._latest.get((job.segment_id, job.frame)) != job.generation
+
+    # -- worker thread -----------------------------------------------------------------------
+    def execute(self, job: Job) -> JobResult:
+        shape = job.stack.frame_shape
+        if self.is_stale(job):
+            return JobResult(job, {}, {"skipped": "superseded by a newer click"})
+        if job.kind == "clear":
+            return JobResult(job, {job.frame: np.zeros(shape, dtype=bool)})
+        image_id = self.uploader.ensure(job.stack)
+        if job.kind == "submit":
+            # Always NRRD in the stack's geometry; the app stores labels of 2D (PNG) images as PNG itself.
+            data = write_nrrd(job.payload, job.stack.ijk_to_ras, compress=True)
+            meta = self.client.save_label(image_id, data, f"{image_id}.nrrd", job.params)
+            return JobResult(job, {}, meta or {})
+        model = self.model if job.kind == "interactive" else self.propagate_model
+        data, meta = self.client.infer(model, image_id, job.params)
+        if data is None:
+            raise ServerError(f"the server's '{model}' task returned no mask (answer: {meta})")
+        result, _, _ = read_nrrd(data)
+        if job.kind == "interactive":
+            return JobResult(job, {job.frame: frame_from_result(result, job.frame, shape)}, meta)
+        first, last = job.params["frames"]
+        frames = meta.get("frames")
+        if frames is None:  # fall back to what the label volume shows
+            frames = [f for f in non_empty_frames(result if result.ndim == 3 else result[None])]
+        masks = {int(f): frame_from_result(result, int(f), shape) for f in frames if first <= int(f) <= last}
+        return JobResult(job, masks, meta)
+
+    def _batch(self):
+        """Mask stores that must switch frames (cine sequences) can group the switches."""
+        batch = getattr(self.masks, "batch", None)
+        return batch() if batch is not None else contextlib.nullcontext()
+
+    # -- main thread: apply results ------------------------------------------------------------
+    def apply(self, result: JobResult) -> list[int]:
+        """Writes a result into the masks; returns the frames written ([] for a stale result)."""
+        job = result.job
+        self.last_meta = result.meta
+        if job.kind == "submit":
+            return []
+        if job.kind in ("interactive", "clear"):
+            key = (job.segment_id, job.frame)
+            if self._latest.get(key) != job.generation:
+                return []  # a newer click on this frame (or an undo) is on its way
+            before_prompts = {job.frame: self._undo_base.pop(key, self.prompts.get(*key))}
+            targets = {job.frame: result.masks[job.frame]}
+            description = f"AI update of frame {job.frame}"
+        else:
+            # Frames the user prompted keep their own result; the source frame is already done.
+            own = set(self.prompts.frames(job.segment_id))
+            targets = {f: m for f, m in result.masks.items() if f != job.frame and f not in own}
+            before_prompts = {}
+            description = f"propagation from frame {job.frame}"
+        entry = UndoEntry(description, job.segment_id)
+        with self._batch():
+            entry.masks_before = {f: PackedMask(self.masks.read_frame(job.segment_id, f)) for f in targets}
+            entry.prompts_before = before_prompts
+            for f, mask in targets.items():
+                self.masks.write_frame(job.segment_id, f, mask)
+        self.undo_stack.push(entry)
+        return sorted(targets)
+
+    def undo(self) -> UndoEntry | None:
+        """Reverts the last applied AI update (masks and points); None when there is nothing to undo."""
+        entry = self.undo_stack.pop()
+        if entry is None:
+            return None
+        with self._batch():
+            for frame, packed in entry.masks_before.items():
+                self.masks.write_frame(entry.segment_id, frame, packed.unpack())
+        for frame, prompts in entry.prompts_before.items():
+            self.prompts.set(entry.segment_id, frame, prompts.positive, prompts.negative)
+            key = (entry.segment_id, frame)
+            self._latest[key] = next(self._counter)  # drop results still in flight for this frame
+            self._undo_base.pop(key, None)
+        return entry

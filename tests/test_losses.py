@@ -1,0 +1,56 @@
+"""The training loss against a hand-computed case."""
+import math
+
+import pytest
+import torch
+
+from samus.losses import SamusLoss, soft_dice_loss
+
+
+def _case():
+    # p = sigmoid(logits) = [[1/2, 3/4], [1/4, 1/2]]; target = [[1, 1], [0, 0]]
+    logits = torch.tensor([[[[0.0, math.log(3)], [-math.log(3), 0.0]]]])
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    return logits, target
+
+
+def test_soft_dice_hand_computed():
+    logits, target = _case()
+    # sum(p t) = 1/2 + 3/4 = 1.25; sum(p^2) = 1/4 + 9/16 + 1/16 + 1/4 = 1.125; sum(t^2) = 2
+    expected = 1 - (2 * 1.25 + 1e-5) / (1.125 + 2 + 1e-5)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.2, abs=1e-5)
+
+
+def test_total_loss_hand_computed():
+    logits, target = _case()
+    # BCE with pos_weight 2: positives cost -2 log p, negatives -log(1 - p); mean over the 4 pixels
+    bce = (-2 * math.log(0.5) - 2 * math.log(0.75) - math.log(0.75) - math.log(0.5)) / 4
+    dice = 1 - (2 * 1.25 + 1e-5) / (3.125 + 1e-5)
+    expected = 0.8 * dice + 0.2 * bce
+    assert SamusLoss()(logits, target).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.307124, abs=1e-5)
+
+
+def test_dice_sums_over_whole_batch_not_per_image():
+    logits, target = _case()
+    empty_logits = torch.full_like(logits, -20.0)
+    batch_l, batch_t = torch.cat([logits, empty_logits]), torch.cat([target, torch.zeros_like(target)])
+    # the near-empty second image adds ~0 to every sum, so the batch value equals the first image's
+    assert soft_dice_loss(batch_l, batch_t).item() == pytest.approx(soft_dice_loss(logits, target).item(), abs=1e-6)
+    per_image_mean = (soft_dice_loss(logits, target) + soft_dice_loss(empty_logits, torch.zeros_like(target))) / 2
+    assert abs(per_image_mean.item() - soft_dice_loss(batch_l, batch_t).item()) > 0.05
+
+
+def test_loss_gradient_and_bf16_input():
+    logits, target = _case()
+    logits = logits.clone().requires_grad_(True)
+    SamusLoss()(logits, target).backward()
+    assert logits.grad is not None and logits.grad[0, 0, 0, 0] < 0 < logits.grad[0, 0, 1, 0]
+    lb = SamusLoss()(_case()[0].bfloat16(), target)
+    assert lb.dtype == torch.float32 and lb.item() == pytest.approx(0.307124, abs=1e-2)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="differ in shape"):
+        SamusLoss()(torch.zeros(1, 1, 128, 128), torch.zeros(1, 1, 256, 256))

@@ -1,0 +1,308 @@
+"""Unit tests of the Slicer module's Slicer-free library (geometry, NRRD, multipart, prompts, undo, threads)."""
+import gzip
+import http.server
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import helpers_slicer  # noqa: F401  (puts the library on sys.path)
+from SAMUSSegmentLib import geometry, nrrd
+from SAMUSSegmentLib.client import SamusClient, ServerError, normalize_url
+from SAMUSSegmentLib.frames import ArrayMaskStore, frame_from_result, merge_segments, non_empty_frames, write_frame
+from SAMUSSegmentLib.multipart import decode_multipart, encode_multipart
+from SAMUSSegmentLib.prompts import PromptStore
+from SAMUSSegmentLib.session import InteractiveSession, JobResult, frame_range
+from SAMUSSegmentLib.training import describe_training
+from SAMUSSegmentLib.undo import PackedMask
+from SAMUSSegmentLib.upload import FrameStack, content_id
+from SAMUSSegmentLib.worker import TaskRunner
+
+
+def oblique_ijk_to_ras():
+    """A rotated, anisotropic, offset volume geometry (what real ultrasound volumes look like)."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])
+    return geometry.ijk_to_ras_matrix([12.5, -40.0, 7.0], [0.3, 0.25, 1.5], rotation)
+
+
+def test_ras_to_ijk_with_parent_transform_round_trips():
+    ijk_to_ras = oblique_ijk_to_ras()
+    local_to_world = np.eye(4)
+    local_to_world[:3, 3] = [5.0, -2.0, 30.0]
+    local_to_world[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
+    ijk = np.array([17.0, 4.0, 9.0])
+    world = geometry.ijk_to_world(ijk, ijk_to_ras, local_to_world)
+    back = geometry.world_to_ijk(world, geometry.invert(ijk_to_ras), geometry.invert(local_to_world))
+    np.testing.assert_allclose(back, ijk, atol=1e-9)
+    # Ignoring the parent transform (what some plugins do) lands elsewhere.
+    wrong = geometry.world_to_ijk(world, geometry.invert(ijk_to_ras))
+    assert np.abs(wrong - ijk).max() > 1
+
+
+def test_voxel_index_rounds_to_containing_voxel_and_rejects_outside_points():
+    assert geometry.voxel_index([3.49, 0.5, 1.51], (10, 10, 4)) == (3, 1, 2)
+    assert geometry.voxel_index([-0.49, 9.4, 0], (10, 10, 4)) == (0, 9, 0)
+    with pytest.raises(geometry.GeometryError, match="outside the volume"):
+        geometry.voxel_index([5, 10.6, 1], (10, 10, 4))
+
+
+def test_frame_plane_and_frame_at_world_follow_the_k_axis():
+    ijk_to_ras = oblique_ijk_to_ras()
+    normal, transverse, centre = geometry.frame_plane(ijk_to_ras, (20, 10, 6), 4)
+    k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
+    np.testing.assert_allclose(normal, k_axis)
+    assert abs(np.dot(normal, transverse)) < 1e-9
+    np.testing.assert_allclose(geometry.world_to_ijk(centre, geometry.invert(ijk_to_ras)), [9.5, 4.5, 4])
+    assert geometry.frame_at_world(centre, geometry.invert(ijk_to_ras), 6) == 4
+    assert geometry.frame_at_world(centre + 100 * normal, geometry.invert(ijk_to_ras), 6) == 5
+
+
+def test_singular_matrix_is_reported():
+    with pytest.raises(geometry.GeometryError, match="singular"):
+        geometry.invert(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+@pytest.mark.parametrize("compress", [True, False])
+def test_nrrd_matches_simpleitk_both_ways(tmp_path, dtype, compress):
+    import SimpleITK as sitk
+    rng = np.random.default_rng(0)
+    array = (rng.random((3, 5, 7)) * 100).astype(dtype)  # [k, j, i]
+    ijk_to_ras = oblique_ijk_to_ras()
+
+    path = tmp_path / "ours.nrrd"
+    path.write_bytes(nrrd.write_nrrd(array, ijk_to_ras, compress=compress))
+    image = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), array)
+    lps = geometry.ras_to_lps(ijk_to_ras)
+    np.testing.assert_allclose(image.GetOrigin(), lps[:3, 3], atol=1e-9)
+    np.testing.assert_allclose(image.GetSpacing(), [0.3, 0.25, 1.5], atol=1e-9)
+    np.testing.assert_allclose(np.array(image.GetDirection()).reshape(3, 3), lps[:3, :3] / [0.3, 0.25, 1.5],
+                               atol=1e-9)
+
+    theirs = tmp_path / "theirs.nrrd"
+    sitk.WriteImage(image, str(theirs), useCompression=compress)
+    back, back_geometry, header = nrrd.read_nrrd(theirs.read_bytes())
+    np.testing.assert_array_equal(back, array)
+    np.testing.assert_allclose(back_geometry, ijk_to_ras, atol=1e-9)
+
+
+def test_nrrd_reads_pynrrd_2d_and_rejects_garbage(tmp_path):
+    import nrrd as pynrrd
+    mask = np.zeros((6, 9), dtype=np.uint8)
+    mask[2:4, 3:7] = 1
+    path = tmp_path / "mask.nrrd"
+    pynrrd.write(str(path), mask.T.copy(), index_order="F")  # pynrrd's default: [i, j] axes
+    back, geo, _ = nrrd.read_nrrd(path.read_bytes())
+    np.testing.assert_array_equal(back, mask)
+    assert geo is None
+    with pytest.raises(nrrd.NrrdError, match="not an NRRD"):
+        nrrd.read_nrrd(b"P6 not an nrrd")
+    good = nrrd.write_nrrd(np.ones((2, 3, 4), np.uint8), compress=False)
+    with pytest.raises(nrrd.NrrdError, match="truncated"):
+        nrrd.read_nrrd(good[:-5])
+
+
+def test_multipart_round_trip_and_monailabel_answers():
+    body, ctype = encode_multipart({"params": '{"a": 1}'}, {"file": ("x.nrrd", b"\x00\r\n--binary\xff")})
+    parts = decode_multipart(body, ctype)
+    assert parts["params"].data == b'{"a": 1}'
+    assert parts["file"].data == b"\x00\r\n--binary\xff" and parts["file"].filename == "x.nrrd"
+    # The server builds its answers with requests_toolbelt; parse one of those too.
+    import requests_toolbelt as toolbelt
+    encoder = toolbelt.MultipartEncoder(fields={"params": (None, '{"frame": 3}', "application/json"),
+                                                "image": ("r.nrrd", gzip.compress(b"abc"), "application/octet-stream")})
+    parts = decode_multipart(encoder.to_string(), encoder.content_type)
+    assert parts["params"].data == b'{"frame": 3}'
+    assert gzip.decompress(parts["image"].data) == b"abc"
+    with pytest.raises(ValueError, match="not a multipart"):
+        decode_multipart(b"{}", "application/json")
+
+
+def test_server_address_errors_are_readable():
+    assert normalize_url(" 127.0.0.1:8000/ ") == "http://127.0.0.1:8000"
+    with pytest.raises(ServerError, match="Enter the server address"):
+        normalize_url("")
+    with pytest.raises(ServerError, match="not a server address"):
+        normalize_url("ftp://host")
+    with pytest.raises(ServerError, match="invalid port"):
+        normalize_url("http://host:99999999")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_client_reports_server_down():
+    client = SamusClient(f"http://127.0.0.1:{_free_port()}", timeout=2)
+    with pytest.raises(ServerError, match="connection refused. Is the MONAI Label server running"):
+        client.connect()
+
+
+def test_client_times_out_on_a_silent_server():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the TCP connection but never answers
+    try:
+        client = SamusClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
+        with pytest.raises(ServerError, match=r"No answer from .* within 0.5 s \(GET /info/\)"):
+            client.connect()
+    finally:
+        listener.close()
+
+
+def test_client_recognises_a_server_that_is_not_monai_label(tmp_path):
+    (tmp_path / "index.html").write_text("<html>hello</html>")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = SamusClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=5)
+        with pytest.raises(ServerError, match="not MONAI Label"):
+            client.connect()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_prompt_store_keeps_points_per_frame_and_segment():
+    store = PromptStore()
+    assert not store.set("tumour", 3, [(10.0, 20.0)], [(1, 2)])
+    store.set("tumour", 5, [(4, 4)], [])
+    store.set("cyst", 3, [], [(7, 7)])
+    assert store.get("tumour", 3).positive == ((10, 20),) and store.get("tumour", 3).negative == ((1, 2),)
+    assert store.frames("tumour") == [3, 5] and store.segments() == ["cyst", "tumour"]
+    assert store.get("tumour", 3).server_points(3) == ([[10, 20, 3]], [[1, 2, 3]])
+    restored = PromptStore.from_json(store.to_json())
+    assert restored.to_json() == store.to_json()
+    store.set("tumour", 5, [], [])
+    assert store.frames("tumour") == [3]
+
+
+def test_write_frame_touches_only_that_frame_and_that_label():
+    volume = np.zeros((4, 5, 6), dtype=np.uint8)
+    volume[1] = 2  # another segment's label on the same frame
+    mask = np.zeros((5, 6), bool)
+    mask[1:3, 2:4] = True
+    assert write_frame(volume, 1, mask, value=1)
+    assert not write_frame(volume, 1, mask, value=1)  # no change the second time
+    assert (volume[1][mask] == 1).all() and (volume[1][~mask] == 2).all()
+    assert non_empty_frames(volume) == [1]
+    with pytest.raises(IndexError, match="frame 4 is outside"):
+        write_frame(volume, 4, mask)
+    with pytest.raises(ValueError, match="does not match the frame shape"):
+        write_frame(volume, 0, np.ones((6, 5)))
+    assert merge_segments([volume == 1, volume == 2]).max() == 2
+    np.testing.assert_array_equal(frame_from_result(volume, 1, (5, 6)), volume[1] > 0)
+    with pytest.raises(ValueError, match="expected frames of shape"):
+        frame_from_result(volume, 1, (6, 5))
+
+
+def test_packed_mask_round_trip():
+    mask = np.random.default_rng(1).random((37, 53)) > 0.5
+    np.testing.assert_array_equal(PackedMask(mask).unpack(), mask)
+
+
+def test_frame_range_covers_the_requested_frames():
+    assert frame_range(5, 20, 3, "forward") == [5, 8]
+    assert frame_range(5, 20, 10, "backward") == [0, 5]
+    assert frame_range(18, 20, None, "both") == [0, 19]
+    with pytest.raises(ValueError, match="direction"):
+        frame_range(5, 20, 3, "sideways")
+    with pytest.raises(ValueError, match="at least 1"):
+        frame_range(5, 20, 0, "forward")
+
+
+def _offline_session(n=4, shape=(8, 10)):
+    stack = FrameStack("cine", np.zeros((n, *shape), np.uint8), np.eye(4), ("node", 1))
+    return InteractiveSession(client=None, masks=ArrayMaskStore(n, shape), stack=stack)
+
+
+def test_session_undo_restores_masks_and_points_and_drops_stale_results():
+    session = _offline_session()
+    first = session.set_points("s", 2, [(3, 4)], [])
+    assert first.kind == "interactive" and first.params["foreground"] == [[3, 4, 2]]
+    assert first.params["slice"] == 2
+    assert session.set_points("s", 2, [(3, 4)], []) is None  # unchanged points: nothing to run
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 2:6] = True
+    assert session.apply(JobResult(first, {2: mask})) == [2]
+    assert session.masks.read_frame("s", 2).sum() == mask.sum()
+
+    # Two quick changes: the older answer arrives after the newer job exists and is dropped.
+    older = session.set_points("s", 2, [(3, 4), (6, 6)], [])
+    newer = session.set_points("s", 2, [(3, 4), (6, 6)], [(0, 0)])
+    assert session.apply(JobResult(older, {2: np.ones((8, 10), bool)})) == []
+    assert session.apply(JobResult(newer, {2: mask | np.eye(8, 10, dtype=bool)})) == [2]
+
+    entry = session.undo()  # back to one positive point and the first mask
+    assert entry.frames == [2]
+    assert session.prompts.get("s", 2).positive == ((3, 4),) and session.prompts.get("s", 2).negative == ()
+    np.testing.assert_array_equal(session.masks.read_frame("s", 2), mask)
+    assert session.undo() is not None and not session.masks.read_frame("s", 2).any()
+    assert session.undo() is None
+
+    # Removing the last positive point clears the frame without asking the server.
+    session.apply(JobResult(session.set_points("s", 1, [(1, 1)], []), {1: mask}))
+    clear = session.set_points("s", 1, [], [(1, 1)])
+    assert clear.kind == "clear"
+    session.apply(session.execute(clear))
+    assert not session.masks.read_frame("s", 1).any()
+    with pytest.raises(ValueError, match="outside the frame"):
+        session.set_points("s", 1, [(10, 0)], [])
+    with pytest.raises(ValueError, match="positive point on frame 3"):
+        session.propagate("s", 3, 2)
+
+
+def test_propagation_skips_frames_the_user_prompted():
+    session = _offline_session(n=6)
+    session.set_points("s", 1, [(2, 2)], [])
+    session.set_points("s", 3, [(5, 5)], [])
+    job = session.propagate("s", 1, count=4)
+    assert job.params["frames"] == [1, 5] and job.params["direction"] == "forward"
+    assert job.params["slice"] == 1
+    assert job.params["foreground"] == [[2, 2, 1], [5, 5, 3]]  # frame 3's points go along as a seed
+    assert session.propagate("s", 3, count=1).params["foreground"] == [[5, 5, 3]]  # frame 1 is out of range
+    full = {f: np.ones((8, 10), bool) for f in range(1, 6)}
+    assert session.apply(JobResult(job, full)) == [2, 4, 5]
+    assert non_empty_frames(session.masks.segment_volume("s")) == [2, 4, 5]
+    session.undo()
+    assert non_empty_frames(session.masks.segment_volume("s")) == []
+
+
+def test_content_id_changes_with_voxels_and_geometry():
+    a = FrameStack("My cine #1", np.zeros((2, 3, 4), np.uint8), np.eye(4))
+    b = FrameStack("My cine #1", np.ones((2, 3, 4), np.uint8), np.eye(4))
+    c = FrameStack("My cine #1", np.zeros((2, 3, 4), np.uint8), np.diag([2.0, 1, 1, 1]))
+    ids = {content_id(x) for x in (a, b, c)}
+    assert len(ids) == 3 and all(i.startswith("My_cine_1_") for i in ids)
+    assert content_id(a) == content_id(FrameStack("My cine #1", np.zeros((2, 3, 4), np.uint8), np.eye(4)))
+
+
+def test_task_runner_hands_results_back_on_the_polling_thread():
+    runner = TaskRunner()
+    main = threading.get_ident()
+    seen = []
+    try:
+        runner.submit(lambda: threading.get_ident(), on_done=lambda worker: seen.append((worker, threading.get_ident())))
+        runner.submit(lambda: 1 / 0, on_error=lambda exc: seen.append(type(exc)), label="dividing")
+        runner.wait(30)
+    finally:
+        runner.shutdown()
+    (worker, callback_thread), error = seen
+    assert worker != main and callback_thread == main
+    assert error is ZeroDivisionError
+    assert not runner.busy and runner.current() == ""
+
+
+def test_training_progress_is_readable():
+    assert describe_training(None)[0] == "NONE"
+    status, fraction, text = describe_training(
+        {"status": "RUNNING", "details": ["loading", "Epoch: 3/10, loss 0.41", ""]})
+    assert status == "RUNNING" and fraction == pytest.approx(0.3) and "30%" in text and "loss 0.41" in text
+    assert describe_training({"status": "DONE", "details": []})[1] == 1.0

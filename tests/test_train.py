@@ -1,0 +1,219 @@
+"""Training: loss goes down, checkpoints, resume, stop, in-process API, CLI, and 2-process DDP (torchrun)."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import samus
+from samus.checkpoint import read_checkpoint
+from samus.data import folder_items
+from samus.train import TrainConfig, split_items, train, train_on_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "busi"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The tiny model's ops are too small to gain from a second thread; on a busy 2-core machine it costs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(config="tiny", mode="full", lr=1e-3, batch_size=2, epochs=1, out_dir=str(tmp_path / "run"),
+                tensorboard=False, progress_bar=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _items(n=4):
+    return folder_items(SAMPLES)[:n]
+
+
+def _state_hash(state_dict) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(state_dict.items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_overfitting_two_images_lowers_the_loss(tmp_path):
+    calls = []
+    cfg = _cfg(tmp_path, batch_size=2, epochs=4, lr=2e-3, augment=False, tensorboard=True)
+    result = train(cfg, _items(2), _items(1), progress=lambda *a: calls.append(a))
+    losses = [h["train_loss"] for h in result["history"]]
+    assert len(losses) == 4 and result["epochs_done"] == 4 and not result["stopped"]
+    assert losses[-1] < losses[0] - 0.01, losses
+    assert all(0 <= h["val_dice"] <= 1 and h["images_per_s"] > 0 for h in result["history"])
+    # checkpoints in the project's format, loadable without knowing the config
+    best, last = Path(result["best"]), Path(result["last"])
+    assert best.is_file() and last.is_file() and not list(best.parent.glob(".tmp-*"))
+    ck = read_checkpoint(last)
+    assert ck.kind == "samus" and ck.config_name == "tiny" and ck.extra["epoch"] == 4
+    assert ck.provenance["train_samples"] == 2 and ck.provenance["mode"] == "full"
+    model = samus.build_samus(config=None, checkpoint=last)
+    assert _state_hash(model.state_dict()) == _state_hash(result["model"].state_dict())
+    best_ck = read_checkpoint(best)
+    assert best_ck.extra["best_dice"] == result["best_dice"] == max(h["val_dice"] for h in result["history"])
+    assert "optimizer" not in best_ck.extra and "optimizer" in ck.extra
+    assert json.loads((best.parent / "history.json").read_text()) == result["history"]
+    assert list((best.parent / "tensorboard").glob("events.out.tfevents.*"))
+    # progress(epoch, step, loss, metrics): every step, val Dice at the end of each epoch
+    assert [c[:2] for c in calls] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert calls[-1][3]["val_dice"] == result["history"][-1]["val_dice"] and calls[-1][1] == calls[-1][3]["steps"]
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    items = _items(4)
+    straight = train(_cfg(tmp_path / "a", epochs=3, max_steps_per_epoch=1), items)
+    first = train(_cfg(tmp_path / "b", epochs=2, max_steps_per_epoch=1), items)
+    resumed = train(_cfg(tmp_path / "b", epochs=3, max_steps_per_epoch=1, resume=first["last"]), items)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][:2] == first["history"]
+    # same seeds, clicks and augmentation per epoch + restored Adam state: the same weights as one run
+    # (up to float noise, which Adam magnifies for parameters whose gradients are ~0)
+    for (k, a), b in zip(straight["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-5, msg=k)
+    assert resumed["history"][2]["train_loss"] == pytest.approx(straight["history"][2]["train_loss"], rel=1e-4)
+    with pytest.raises(ValueError, match="mode 'full', not 'adapter'"):
+        train(_cfg(tmp_path / "c", mode="adapter", resume=first["last"]), items)
+
+
+def test_should_stop_writes_a_resumable_checkpoint(tmp_path):
+    polls = []
+
+    def stop():
+        polls.append(1)
+        return len(polls) >= 2
+
+    result = train(_cfg(tmp_path, epochs=3), _items(4), should_stop=stop)
+    assert result["stopped"] and result["epochs_done"] == 0 and len(polls) == 2
+    assert result["best"] is None
+    assert read_checkpoint(result["last"]).extra["epoch"] == 0
+
+
+def test_adapter_mode_trains_only_the_official_parameters_in_bf16(tmp_path):
+    torch.manual_seed(0)
+    start = samus.build_samus("tiny")
+    # an official-style flat state dict (DataParallel "module." prefix): the config must be named
+    ckpt = tmp_path / "official.pth"
+    torch.save({f"module.{k}": v for k, v in start.state_dict().items()}, ckpt)
+    result = train(_cfg(tmp_path, checkpoint=str(ckpt), mode="adapter", bf16=True, max_steps_per_epoch=1), _items(2))
+    assert read_checkpoint(result["last"]).provenance["base_checkpoint"] == str(ckpt)
+    trained = dict(result["model"].named_parameters())
+    changed = {n for n, p in start.named_parameters() if not torch.equal(p, trained[n].detach())}
+    assert changed and all(n.startswith("image_encoder.") for n in changed)
+    assert any("cnn_embed" in n for n in changed) and any("Adapter" in n for n in changed)
+    assert not any(n.startswith(("mask_decoder.", "prompt_encoder.")) or "patch_embed" in n for n in changed)
+    assert np.isfinite(result["history"][0]["train_loss"])
+
+
+def test_train_on_pairs_with_volumes_and_images(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 255, (64, 64, 5)).astype(np.uint8)
+    lab = np.zeros((64, 64, 5), np.uint8)
+    lab[10:30, 20:40, 1:3] = 1  # frames 1 and 2 labelled
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "v_label.nii.gz")
+    pairs = [(str(tmp_path / "v.nii.gz"), str(tmp_path / "v_label.nii.gz"))]
+    pairs += [(str(i), str(m)) for i, m in [(it["image"], it["mask"]) for it in _items(2)]]
+    result = train_on_pairs(pairs, val_fraction=0.34, out_dir=str(tmp_path / "run"), config="tiny", mode="full",
+                            batch_size=2, epochs=1, tensorboard=False, progress_bar=False)
+    prov = read_checkpoint(result["last"]).provenance
+    assert prov["train_samples"] + prov["val_samples"] == 4  # 2 labelled frames + 2 images
+    assert prov["val_samples"] in (1, 2) and result["best"] is not None
+    with pytest.raises(ValueError, match="unknown training options"):
+        train_on_pairs(pairs, epoch=3)
+
+
+def test_split_items_keeps_volume_frames_together():
+    items = [{"image": f"v{i // 3}.nii", "id": str(i)} for i in range(9)]
+    train_items, val_items = split_items(items, 0.34, seed=0)
+    assert len(val_items) == 3 and len({it["image"] for it in val_items}) == 1
+    assert not {it["image"] for it in val_items} & {it["image"] for it in train_items}
+
+
+def test_cli_train(tmp_path, capsys):
+    from samus.cli import main
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    names = []
+    for it in _items(3):
+        name = Path(it["image"]).name
+        shutil.copy(it["image"], data / "images" / name)
+        shutil.copy(it["mask"], data / "masks" / f"{Path(name).stem}_mask.png")
+        names.append(name)
+    (data / "splits.json").write_text(json.dumps({"train": names[:2], "val": names[2:]}))
+    out = tmp_path / "out"
+    rc = main(["train", "--data", str(data), "--config", "tiny", "--mode", "full", "--epochs", "1",
+               "--batch-size", "2", "--out", str(out), "--no-tensorboard", "--no-progress", "--seed", "3"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_done"] == 1 and Path(summary["best"]) == out / "best.pt"
+    assert read_checkpoint(out / "last.pt").provenance["train_samples"] == 2
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--config", "tiny", "--out", str(out)])
+    assert rc == 2 and "missing: no such folder" in capsys.readouterr().err
+    rc = main(["train", "--data", str(data), "--val-split", "test", "--config", "tiny", "--out", str(out)])
+    assert rc == 2 and "split 'test' not in" in capsys.readouterr().err
+
+
+_DDP_SCRIPT = """
+import hashlib, json, os, sys
+import torch
+from samus.data import folder_items
+from samus.train import TrainConfig, train
+
+out, samples = sys.argv[1], sys.argv[2]
+items = folder_items(samples)[:4]
+cfg = TrainConfig(config="tiny", mode="full", lr=1e-3, batch_size=1, epochs=2, max_steps_per_epoch=2,
+                  out_dir=os.path.join(out, "run"), tensorboard=True, progress_bar=False, seed=0)
+result = train(cfg, items, items[:2])
+h = hashlib.sha256()
+for k, v in sorted(result["model"].state_dict().items()):
+    h.update(k.encode())
+    h.update(v.detach().cpu().float().numpy().tobytes())
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"hash": h.hexdigest(), "world": torch.distributed.get_world_size() if torch.distributed.is_initialized() else int(os.environ["WORLD_SIZE"]),
+               "history": result["history"]}, f)
+"""
+
+
+def test_ddp_two_processes_keep_identical_weights(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(_DDP_SCRIPT))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+         str(tmp_path), str(SAMPLES)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0["world"] == r1["world"] == 2
+    assert r0["hash"] == r1["hash"], "ranks diverged: gradients were not averaged"
+    # losses and Dice are reduced over ranks (timings are each rank's own)
+    assert [(h["train_loss"], h["val_dice"]) for h in r0["history"]] == [(h["train_loss"], h["val_dice"]) for h in r1["history"]]
+    assert len(r0["history"]) == 2
+    # only rank 0 writes; its checkpoint holds the shared weights, which moved away from the initialisation
+    ck = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert _state_hash(ck.state_dict) == r0["hash"]
+    assert ck.provenance["batch_size"] == 2  # 1 per rank x 2 ranks
+    assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    torch.manual_seed(0)
+    assert _state_hash(samus.build_samus("tiny").state_dict()) != r0["hash"]
