@@ -155,8 +155,9 @@ def test_nifti_volume_frames_along_last_axis(tmp_path):
     assert [it["frame"] for it in items] == [1]  # only frames whose label holds the class
     items = pair_items([(tmp_path / "vol.nii.gz", tmp_path / "vol_label.nii.gz")], class_id=2)
     assert [(it["frame"], it["id"]) for it in items] == [(4, "vol#4")]
-    np.testing.assert_array_equal(load_image(tmp_path / "vol.nii.gz", 4), image[:, :, 4])
-    np.testing.assert_array_equal(load_mask(tmp_path / "vol_label.nii.gz", 2, 4), label[:, :, 4] == 2)
+    # nibabel stores the array as (i, j, k); a frame is shown with i along its columns: rows x columns = j x i.
+    np.testing.assert_array_equal(load_image(tmp_path / "vol.nii.gz", 4), image[:, :, 4].T)
+    np.testing.assert_array_equal(load_mask(tmp_path / "vol_label.nii.gz", 2, 4), label[:, :, 4].T == 2)
     with pytest.raises(ValueError, match="needs a frame index"):
         load_image(tmp_path / "vol.nii.gz")
     with pytest.raises(ValueError, match="has 6 frames; frame 6"):
@@ -179,9 +180,9 @@ def test_nrrd_volume_in_a_folder(tmp_path):
     image, label = _volume_arrays()
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    # SimpleITK's numpy order is (k, j, i): transpose so the file stores i, j, k = H, W, frames
-    sitk.WriteImage(sitk.GetImageFromArray(image.transpose(2, 1, 0).copy()), str(tmp_path / "images" / "cine.nrrd"))
-    sitk.WriteImage(sitk.GetImageFromArray(label.transpose(2, 1, 0).copy()), str(tmp_path / "labels" / "cine.nrrd"))
+    # SimpleITK's numpy order is (k, j, i): the file stores j = rows (H), i = columns (W), k = frames
+    sitk.WriteImage(sitk.GetImageFromArray(image.transpose(2, 0, 1).copy()), str(tmp_path / "images" / "cine.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(label.transpose(2, 0, 1).copy()), str(tmp_path / "labels" / "cine.nrrd"))
     items = folder_items(tmp_path)
     assert [it["frame"] for it in items] == [1]
     np.testing.assert_array_equal(load_image(items[0]["image"], 1), image[:, :, 1])

@@ -248,11 +248,14 @@ def test_predict_command_on_a_volume_frame(tiny_checkpoint, volume, tmp_path, ca
     assert lab.GetSpacing() == pytest.approx(ref.GetSpacing()) and lab.GetOrigin() == pytest.approx(ref.GetOrigin())
     arr = sitk.GetArrayFromImage(lab).transpose(2, 1, 0)  # back to i, j, k
     assert arr[:, :, 0].sum() == 0 and arr[:, :, 2].sum() == 0
-    # Same frame, same clicks through the Python API: voxel (i, j) is row i, column j of the frame.
+    # Same frame, same clicks through the Python API: voxel (i, j) is the point x=i (column), y=j (row) of
+    # the frame, which load_image returns as rows x columns (j x i), as a viewer shows it.
     p = samus.SamusPredictor(samus.build_samus(None, tiny_checkpoint))
-    p.set_image(load_image(volume, 1))
-    expected, _, _ = p.predict([[20, 30], [2, 2]], [1, 0])
-    assert np.array_equal(arr[:, :, 1].astype(bool), expected)
+    frame = load_image(volume, 1)
+    assert frame.shape == (48, 64)
+    p.set_image(frame)
+    expected, _, _ = p.predict([[30, 20], [2, 2]], [1, 0])
+    assert np.array_equal(arr[:, :, 1].T.astype(bool), expected)
 
 
 @pytest.mark.parametrize("args, message", [

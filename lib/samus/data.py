@@ -85,8 +85,12 @@ def _read_2d(path: str) -> np.ndarray:
 
 
 def _read_itk(path: str) -> Tuple[np.ndarray, int]:
-    """(array indexed as stored: i, j[, k] [+ channels], number of spatial axes). SimpleITK's numpy order is
-    the reverse (k, j, i); singleton spatial axes after the second are dropped (x, y, 1, t -> x, y, t)."""
+    """(array as rows x columns [x frames] [x channels], number of spatial axes).
+
+    A frame is displayed (by Slicer, ITK-SNAP, ...) with voxel index i along its columns and j along its rows,
+    so the array is indexed [j, i, k]: each frame has the orientation of the same picture saved as a PNG, and a
+    voxel click [i, j, k] is the point (x=i, y=j) of frame k. SimpleITK's numpy order is (k, j, i); singleton
+    spatial axes after the second are dropped (x, y, 1, t -> x, y, t)."""
     import SimpleITK as sitk
 
     try:
@@ -102,7 +106,7 @@ def _read_itk(path: str) -> Tuple[np.ndarray, int]:
             spatial -= 1
     if spatial > 3:
         raise ValueError(f"{path} has {spatial} non-singleton spatial axes; expected a 2D image, a 3D or 2D+time volume")
-    return np.ascontiguousarray(a), spatial
+    return np.ascontiguousarray(np.swapaxes(a, 0, 1)), spatial
 
 
 def read_array(path) -> Tuple[np.ndarray, Optional[int]]:
@@ -225,7 +229,7 @@ def volume_items(image, label, class_id: int = 1, labelled_only: bool = True) ->
 
 
 def _spatial_size(path: str) -> Tuple[int, ...]:
-    """Stored size (i, j[, frames]) of an image file, from its header when it is a volume."""
+    """Size as `read_array` gives it (rows, columns[, frames]), from the header when the file is a volume."""
     if not is_volume_file(path):
         return tuple(read_array(path)[0].shape[:2])
     import SimpleITK as sitk
@@ -236,8 +240,8 @@ def _spatial_size(path: str) -> Tuple[int, ...]:
         reader.ReadImageInformation()
     except RuntimeError as e:
         raise ValueError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
-    size = list(reader.GetSize())
-    size = size[:2] + [s for s in size[2:] if s != 1]
+    size = list(reader.GetSize())  # (i, j, ...): i runs along the columns
+    size = [size[1], size[0]] + [s for s in size[2:] if s != 1]
     return tuple(size)
 
 

@@ -497,22 +497,19 @@ def run_predict(args) -> int:
     if volume_in != volume_out:
         raise ValueError(f"--out {args.out}: write a {'label volume (.nii.gz, .nrrd, ...)' if volume_in else '2D image (.png)'}"
                          f" for a {'volume' if volume_in else '2D'} input")
-    # Volumes: the frame array is indexed [i, j], so voxel index (i, j) is (row, column).
-    swap = volume_in
+    # Frames are rows x columns with voxel index i along the columns, so a voxel (i, j) is the point (x=i, y=j).
     h, w = image.shape[:2]
-    size_text = f"{h}x{w} (i x j)" if swap else f"{w}x{h} (width x height)"
+    size_text = f"{w}x{h} (width x height{'; i x j' if volume_in else ''})"
     clicks, labels = [], []
     for text, label in [(t, 1) for t in args.fg] + [(t, 0) for t in args.bg]:
-        a, b = _parse_numbers(text, 2, "--fg" if label else "--bg")
-        x, y = (b, a) if swap else (a, b)
+        x, y = _parse_numbers(text, 2, "--fg" if label else "--bg")
         if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
             raise ValueError(f"click {text!r} is outside the image of size {size_text}")
         clicks.append((x, y))
         labels.append(label)
     box = None
     if args.box is not None:
-        a1, b1, a2, b2 = _parse_numbers(args.box, 4, "--box")
-        box = [b1, a1, b2, a2] if swap else [a1, b1, a2, b2]
+        box = list(_parse_numbers(args.box, 4, "--box"))
         if not (0 <= box[0] <= box[2] <= w - 1 and 0 <= box[1] <= box[3] <= h - 1):
             raise ValueError(f"--box {args.box!r} must have first corner <= second corner and lie inside the "
                              f"image of size {size_text}")
@@ -543,7 +540,7 @@ def _write_label_volume(src: str, out: Path, mask: np.ndarray, frame: Optional[i
     size = ref.GetSize()  # (i, j, k[, t]) including any singleton axes `read_array` dropped
     label = np.zeros(mask.shape + (n_frames or 1,), np.uint8)
     label[:, :, frame or 0] = mask
-    label = label.reshape(size)  # only singleton axes differ, so reshaping restores them
+    label = np.swapaxes(label, 0, 1).reshape(size)  # back to (i, j, k); only singleton axes differ in size
     img = sitk.GetImageFromArray(label.transpose(tuple(reversed(range(label.ndim)))))
     img.CopyInformation(ref)
     sitk.WriteImage(img, str(out), True)
