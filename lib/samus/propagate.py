@@ -1,0 +1,181 @@
+"""Frame-by-frame propagation through a cine loop or volume.
+
+The user's clicks segment their frames ("seeds"). Each neighbouring frame is then prompted from the result
+on the previous one: its 128 x 128 low-res logits (as SAM's mask input, when the model was trained with
+it) and clicks derived from its mask (the deepest interior point, optionally more interior points and
+negative points around it). A chain stops where the object disappears (mask smaller than `min_area`
+pixels or predicted IoU below `min_score`), at the end of the requested frame range, or half-way to the
+next seed frame (the rest of the gap is filled from that seed).
+
+Frames are read through a callable and encoded in batches ahead of the chain, filling the predictor's
+embedding cache, so later clicks on propagated frames cost no encoder pass.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from .predictor import ImageEmbedding, SamusPredictor
+from .preprocess import to_original_coords
+
+DIRECTIONS = ("both", "forward", "backward")
+
+
+@dataclass
+class FramePrompt:
+    """Clicks (x=column, y=row, original pixels) with labels 1/0, and an optional box x1, y1, x2, y2."""
+
+    points: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    box: Optional[np.ndarray] = None
+
+
+@dataclass
+class PropagationResult:
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)  # frame -> H x W bool
+    scores: Dict[int, float] = field(default_factory=dict)
+    stopped_at: List[int] = field(default_factory=list)  # where a chain lost the object (seeds: too small to follow)
+    seeds: List[int] = field(default_factory=list)
+
+    @property
+    def frames(self) -> List[int]:
+        return sorted(self.masks)
+
+
+@dataclass
+class PropagationOptions:
+    direction: str = "both"
+    min_area: int = 20  # pixels, at the original resolution
+    min_score: Optional[float] = None  # predicted IoU below which the object counts as lost (None: off)
+    use_mask_input: bool = False  # only helps models trained with SAM's mask prompt
+    positive_clicks: int = 1  # derived from the previous mask
+    negative_clicks: int = 0
+    box_margin: Optional[float] = None  # also prompt with the previous mask's box, grown by this fraction
+    batch_size: int = 8
+
+    def check(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.min_area < 0 or self.positive_clicks < 1 or self.negative_clicks < 0 or self.batch_size < 1:
+            raise ValueError("need min_area >= 0, positive_clicks >= 1, negative_clicks >= 0, batch_size >= 1")
+
+
+def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], positives: int = 1,
+                   negatives: int = 0, box_margin: Optional[float] = None) -> FramePrompt:
+    """Clicks for the next frame from this frame's low-res logits: the deepest interior point first (the
+    place least likely to have left the object after a small motion), then further interior points by
+    farthest-point sampling, and negatives on a ring just outside the object."""
+    mask = low_res_logits > 0
+    size = mask.shape[0]
+    if not mask.any():  # the full-size mask had pixels the low-res one lacks: take the most confident one
+        mask = low_res_logits >= low_res_logits.max()
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    picked: List[Tuple[int, int]] = [np.unravel_index(int(np.argmax(dist)), dist.shape)]
+    interior = np.argwhere(dist >= max(1.0, 0.5 * dist.max()))
+    while len(picked) < positives and len(interior) > len(picked):
+        d = np.min([np.hypot(*(interior - p).T) for p in picked], axis=0)
+        picked.append(tuple(interior[int(np.argmax(d))]))
+    labels = [1] * len(picked)
+    if negatives:
+        ring = ndimage.binary_dilation(mask, iterations=max(2, size // 32)) & ~ndimage.binary_dilation(mask, iterations=2)
+        ring_pts = np.argwhere(ring)
+        if len(ring_pts):
+            angle = np.arctan2(*(ring_pts - np.mean(np.argwhere(mask), axis=0)).T)
+            for a in np.linspace(-np.pi, np.pi, negatives, endpoint=False):
+                picked.append(tuple(ring_pts[int(np.argmin(np.abs(np.angle(np.exp(1j * (angle - a))))))]))
+                labels.append(0)
+    yx = np.array(picked, dtype=np.float64)
+    # Low-res grid -> model input space (x 2) -> original pixels.
+    xy_model = (yx[:, ::-1] + 0.5) * 2 - 0.5
+    points = to_original_coords(xy_model, original_size, 2 * size)
+    h, w = original_size
+    points = np.clip(points, 0, [w - 1, h - 1])
+    box = None
+    if box_margin is not None:
+        (y0, x0), (y1, x1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
+        grow = box_margin * np.array([x1 - x0 + 1, y1 - y0 + 1]) / 2
+        corners = np.array([[x0, y0] - grow, [x1, y1] + grow])
+        corners = to_original_coords((corners + 0.5) * 2 - 0.5, original_size, 2 * size)
+        box = np.clip(corners, 0, [w - 1, h - 1]).reshape(4)
+    return FramePrompt(points, np.array(labels, dtype=np.int64), box)
+
+
+def _chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
+    """(seed, frames to visit in order) for every chain; gaps between seeds are split half-way."""
+    chains = []
+    for n, s in enumerate(seeds):
+        prev_seed = seeds[n - 1] if n else None
+        next_seed = seeds[n + 1] if n + 1 < len(seeds) else None
+        if direction in ("both", "forward"):
+            end = hi if next_seed is None else (
+                (s + next_seed) // 2 if direction == "both" else next_seed - 1)
+            chains.append((s, list(range(s + 1, end + 1))))
+        if direction in ("both", "backward"):
+            start = lo if prev_seed is None else (
+                (prev_seed + s) // 2 + 1 if direction == "both" else prev_seed + 1)
+            chains.append((s, list(range(s - 1, start - 1, -1))))
+    return [c for c in chains if c[1]]
+
+
+def propagate(
+    predictor: SamusPredictor,
+    get_frame: Callable[[int], np.ndarray],
+    n_frames: int,
+    prompts: Dict[int, FramePrompt],
+    frame_key: Callable[[int], Hashable],
+    frame_range: Optional[Tuple[int, int]] = None,
+    options: Optional[PropagationOptions] = None,
+) -> PropagationResult:
+    """Segment the prompted frames, then propagate to their neighbours within `frame_range` (inclusive).
+
+    `get_frame(k)` returns frame k (H x W [x C]); `frame_key(k)` its embedding cache key.
+    """
+    opts = options or PropagationOptions()
+    opts.check()
+    lo, hi = frame_range if frame_range is not None else (0, n_frames - 1)
+    if not 0 <= lo <= hi < n_frames:
+        raise ValueError(f"frame range {lo}..{hi} is not inside 0..{n_frames - 1}")
+    seeds = sorted(k for k, p in prompts.items() if p.points is not None or p.box is not None)
+    if not seeds:
+        raise ValueError("no prompts: give clicks (or a box) on at least one frame")
+    outside = [k for k in seeds if not lo <= k <= hi]
+    if outside:
+        raise ValueError(f"prompted frame(s) {outside} are outside the frame range {lo}..{hi}")
+
+    result = PropagationResult(seeds=list(seeds))
+    low_res: Dict[int, np.ndarray] = {}
+
+    def embeddings(frames: Sequence[int]) -> List[ImageEmbedding]:
+        return predictor.encode_frames([get_frame(k) for k in frames], [frame_key(k) for k in frames],
+                                       batch_size=opts.batch_size)
+
+    for k, emb in zip(seeds, embeddings(seeds)):
+        p = prompts[k]
+        mask, score, logits = predictor.predict_embedding(emb, p.points, p.labels, p.box)
+        result.masks[k], result.scores[k], low_res[k] = mask, score, logits
+
+    for seed, order in _chain_order(seeds, lo, hi, opts.direction):
+        if result.masks[seed].sum() < opts.min_area:
+            if seed not in result.stopped_at:
+                result.stopped_at.append(seed)
+            continue
+        prev = seed
+        for start in range(0, len(order), opts.batch_size):
+            batch = order[start:start + opts.batch_size]
+            lost = False
+            for k, emb in zip(batch, embeddings(batch)):
+                p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
+                                   opts.box_margin)
+                mask, score, logits = predictor.predict_embedding(
+                    emb, p.points, p.labels, p.box, low_res[prev] if opts.use_mask_input else None)
+                if mask.sum() < opts.min_area or (opts.min_score is not None and score < opts.min_score):
+                    result.stopped_at.append(k)
+                    lost = True
+                    break
+                result.masks[k], result.scores[k], low_res[k] = mask, score, logits
+                prev = k
+            if lost:
+                break
+    result.stopped_at.sort()
+    return result

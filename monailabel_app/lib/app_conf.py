@@ -1,0 +1,176 @@
+"""The app's `--conf key value` settings, checked once at start-up.
+
+MONAI Label hands every `--conf` pair to the app as strings (and re-reads them in its train subprocess).
+An unknown key or a bad value must stop the start with a message that lists what is accepted, instead of
+surfacing later as a confusing inference error.
+"""
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+from samus import CONFIGS
+
+PRECISIONS = ("fp32", "bf16")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+class ConfError(ValueError):
+    """A `--conf` problem; the message names the key, the value and what is accepted."""
+
+
+@dataclass(frozen=True)
+class AppConf:
+    checkpoint: Optional[str]  # None = the bundled default model
+    config: Optional[str]  # SAMUS configuration name; None = the one the checkpoint names (or vit_b)
+    device: str
+    precision: str
+    cache_size: int  # image embeddings kept in memory (entries)
+    cache_mb: int  # ... and at most this many MiB
+    model_dir: Optional[str]  # where trained weights are published; None = <app>/model
+    max_image_voxels: int  # bigger images are refused with 413
+    skip_trainers: bool
+    threads: int  # torch CPU threads
+
+
+def _checkpoint(v: str) -> str:
+    path = os.path.realpath(os.path.expanduser(v))
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def _config(v: str) -> str:
+    if v not in CONFIGS:
+        raise ValueError(f"unknown configuration")
+    return v
+
+
+def _device(v: str) -> str:
+    import torch
+
+    v = v.strip().lower()
+    if v == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if v == "cpu":
+        return v
+    if v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError("CUDA is not available on this machine")
+        index = int(v[5:]) if ":" in v else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"only {torch.cuda.device_count()} CUDA device(s)")
+        return v
+    raise ValueError("not a device")
+
+
+def _precision(v: str) -> str:
+    if v not in PRECISIONS + ("auto",):
+        raise ValueError("unknown precision")
+    return v
+
+
+def native_bf16(device: str) -> bool:
+    """Whether the device computes bfloat16 natively (where bf16 is faster than fp32 at equal masks)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        n = int(v)  # ValueError for "abc", "1.5"
+        if n < low:
+            raise ValueError(f"must be >= {low}")
+        return n
+
+    return parse
+
+
+def _threads(v: str) -> int:
+    """auto: PyTorch's default (one per physical core) minus one core left to the web server and to a
+    viewer on the same machine; with OpenMP every small op waits for all its threads, so a busy core makes
+    clicks many times slower than one thread would."""
+    import torch
+
+    if v == "auto":
+        return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    return _int_at_least(1)(v)
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in _TRUE:
+        return True
+    if v.lower() in _FALSE:
+        return False
+    raise ValueError("not a boolean")
+
+
+def _model_dir(v: str) -> str:
+    return os.path.realpath(os.path.expanduser(v))
+
+
+def _sam2(v: str) -> bool:
+    if _bool(v):
+        raise ValueError("this app serves SAMUS only; MONAI Label's SAM2 tasks are not part of it")
+    return False
+
+
+# key -> (parser, what is accepted, default)
+KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
+    "checkpoint": (_checkpoint, "path to an official SAMUS .pth, a SAM ViT-B .pth or a samus checkpoint",
+                   None),
+    "config": (_config, f"one of {', '.join(CONFIGS)}", None),
+    "device": (_device, "auto, cpu, cuda or cuda:N", "auto"),
+    "precision": (_precision, f"auto or one of {', '.join(PRECISIONS)}", "auto"),
+    "cache_size": (_int_at_least(0), "an integer >= 0 (image embeddings kept in memory)", "64"),
+    "cache_mb": (_int_at_least(1), "an integer >= 1 (MiB for cached embeddings)", "512"),
+    "model_dir": (_model_dir, "a folder for published trained weights", None),
+    "max_image_voxels": (_int_at_least(1), "an integer >= 1", str(2**28)),
+    "threads": (_threads, "auto or an integer >= 1 (CPU threads for PyTorch)", "auto"),
+    "skip_trainers": (_bool, "true or false", "false"),
+    "sam2": (_sam2, "false (SAM2 is not part of this app)", "false"),
+}
+
+
+def describe_keys() -> str:
+    return "; ".join(f"{k}: {what}" for k, (_, what, _) in KEYS.items())
+
+
+def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
+    """Validate MONAI Label's `--conf` dictionary; raises ConfError naming the key and what is accepted."""
+    conf = dict(conf or {})
+    conf.pop("server_mode", None)  # set by MONAI Label itself, not a user key
+    unknown = sorted(k for k in conf if k not in KEYS)
+    if unknown:
+        raise ConfError(f"unknown --conf key(s) {', '.join(unknown)}. Accepted keys: {describe_keys()}")
+    values = {}
+    for key, (parse, what, default) in KEYS.items():
+        raw = conf.get(key, default)
+        if raw is None:
+            values[key] = None
+            continue
+        try:
+            values[key] = parse(str(raw).strip())
+        except ValueError as e:
+            raise ConfError(f"--conf {key} {raw!r}: {e}; accepted: {what}") from None
+    if values["precision"] == "auto":
+        values["precision"] = "bf16" if native_bf16(values["device"]) else "fp32"
+    return AppConf(
+        checkpoint=values["checkpoint"],
+        config=values["config"],
+        device=values["device"],
+        precision=values["precision"],
+        cache_size=values["cache_size"],
+        cache_mb=values["cache_mb"],
+        model_dir=values["model_dir"],
+        max_image_voxels=values["max_image_voxels"],
+        skip_trainers=values["skip_trainers"],
+        threads=values["threads"],
+    )

@@ -1,0 +1,50 @@
+"""Interactive SAMUS: clicks (and an optional box) on one frame -> mask, reusing cached image embeddings."""
+import time
+
+import numpy as np
+
+from ..errors import bad_request
+from ..image_io import check_result_format, write_label
+from ..request_prompts import interactive_prompt, mask_input
+from .base import SamusInferBase
+
+
+class SamusInfer(SamusInferBase):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, description="SAMUS: click on a frame to segment the object under the clicks "
+                                            "(positive / negative points, optional box)", **kwargs)
+
+    def __call__(self, request):
+        t0 = time.perf_counter()
+        info = self.open_image(request)
+        frame, prompt = interactive_prompt(request, info)
+        ext, dtype = check_result_format(info, request.get("result_extension"), request.get("result_dtype"))
+        served = self.served()
+        low_res_size = 4 * served.predictor.model.config.grid_size
+        previous = mask_input(request, low_res_size)
+
+        t1 = time.perf_counter()
+        try:
+            emb, cache_hit = self.embedding(served, info, frame)
+            t2 = time.perf_counter()
+            mask, score, _ = served.predictor.predict_embedding(
+                emb, np.asarray(prompt.points) if prompt.points else None,
+                np.asarray(prompt.labels) if prompt.points else None, prompt.box, previous)
+        except ValueError as e:  # prompts or pixels the predictor refuses
+            raise bad_request(str(e)) from None
+        t3 = time.perf_counter()
+
+        label = np.zeros((info.rows, info.cols, info.frames), np.uint8)
+        label[:, :, frame] = mask
+        path = write_label(info, label, ext, dtype)
+        t4 = time.perf_counter()
+        return path, {
+            "frame": frame,
+            "score": score,
+            "cache_hit": cache_hit,
+            "model_version": served.version,
+            "area": int(mask.sum()),
+            "label_names": {name: i + 1 for i, name in enumerate(self.labels)},
+            "latencies": {"pre": round(t1 - t0, 4), "encode": round(t2 - t1, 4), "decode": round(t3 - t2, 4),
+                          "write": round(t4 - t3, 4), "total": round(t4 - t0, 4)},
+        }

@@ -1,0 +1,265 @@
+"""Fine-tuning SAMUS on the labels users submit, as a MONAI Label train task.
+
+MONAI Label runs it in its own subprocess (POST /train/samus); with `multi_gpu` and several GPUs it
+spawns one worker per GPU through MONAI Label's `main_worker`, exactly as its BasicTrainTask does. The
+training itself is `samus.train` (the one implementation, with its simulated clicks). The best weights
+are published atomically (copy to a temporary file in the model folder, then rename) to the path the infer
+tasks watch, so they serve the new model on their next request; a run that fails or is stopped publishes
+nothing. Submitted labels are copied at the start, so labels saved during training are never half-read
+(they are used by the next run).
+"""
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from filelock import FileLock
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.train.basic_train import main_worker
+from monailabel.utils.async_tasks.utils import processes
+from monailabel.utils.others.generic import device_list, name_to_device
+from samus import read_checkpoint
+from samus.train import train_on_pairs
+
+from ..model_service import ModelService
+
+logger = logging.getLogger(__name__)
+
+TRAIN_MODES = ["auto", "adapter", "full"]
+PRECISIONS = ["fp32", "bf16"]
+
+
+class TrainRequestError(ValueError):
+    pass
+
+
+def _atomic_json(path: str, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def publish(src: str, dest: str) -> None:
+    """Copy `src` over `dest` atomically: readers see the old file or the new one, never a partial one."""
+    fd, tmp = tempfile.mkstemp(prefix=".publish-", suffix=".pt", dir=os.path.dirname(dest))
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class SamusTrainTask(TrainTask):
+    def __init__(self, model_dir: str, service: ModelService):
+        super().__init__("Fine-tune SAMUS on the submitted labels (labels/final): 2D images and labelled frames "
+                         "of volumes, with simulated clicks")
+        # Plain values only: with multi_gpu, MONAI Label pickles the task into every worker process.
+        self.base_path = service.base_path
+        self.publish_path = service.publish_path
+        self.base_config = service.conf.config
+        self.root = os.path.join(model_dir, "samus")
+        self.stats_path = os.path.join(self.root, "train_stats.json")
+        self._config = {
+            "name": "train_01",
+            "max_epochs": 10,
+            "val_split": 0.2,
+            "train_batch_size": 4,
+            "learning_rate": 1e-4,
+            "train_mode": TRAIN_MODES,  # auto: the official freezing rule for vit_b, everything for smaller models
+            "precision": PRECISIONS,
+            "clicks": 1,
+            "max_steps_per_epoch": 0,  # 0 = whole epochs
+            "seed": 1234,
+            "device": device_list(),
+            "multi_gpu": True,
+            "gpus": "all",
+        }
+
+    def config(self):
+        return self._config
+
+    def _read_stats(self) -> dict:
+        try:
+            with open(self.stats_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def stats(self):
+        stats = self._read_stats()
+        # A run killed by DELETE /train (or a crash) cannot say so itself. In the server, MONAI Label keeps
+        # the train subprocess registered exactly while it runs (an in-process run_sync one is this pid).
+        if stats.get("status") == "RUNNING" and stats.get("pid") != os.getpid() and not processes("train"):
+            stats["status"] = "INTERRUPTED"
+        return stats
+
+    # ---------------------------------------------------------------------------------------- request
+    def _options(self, request: dict) -> dict:
+        req = {k: (v[0] if isinstance(v, list) and v else v) for k, v in self._config.items()}
+        req.update({k: (v[0] if isinstance(v, list) and k in ("train_mode", "precision", "device") and v else v)
+                    for k, v in request.items()})
+
+        def integer(key, low):
+            v = req[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)) or not str(v).lstrip("-").isdigit() \
+                    or int(v) < low:
+                raise TrainRequestError(f"{key} must be an integer >= {low}, got {v!r}")
+            return int(v)
+
+        def number(key, low, high):
+            try:
+                v = float(req[key])
+            except (TypeError, ValueError):
+                raise TrainRequestError(f"{key} must be a number, got {req[key]!r}") from None
+            if not low <= v < high:
+                raise TrainRequestError(f"{key} must be in [{low}, {high}), got {v}")
+            return v
+
+        if req["train_mode"] not in TRAIN_MODES:
+            raise TrainRequestError(f"train_mode must be one of {TRAIN_MODES}, got {req['train_mode']!r}")
+        if req["precision"] not in PRECISIONS:
+            raise TrainRequestError(f"precision must be one of {PRECISIONS}, got {req['precision']!r}")
+        name = str(req["name"])
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise TrainRequestError(f"name {name!r} must be a plain folder name")
+        lr = number("learning_rate", 1e-12, 1.0)
+        return {
+            "name": name,
+            "epochs": integer("max_epochs", 1),
+            "val_split": number("val_split", 0.0, 1.0),
+            "batch_size": integer("train_batch_size", 1),
+            "lr": lr,
+            "train_mode": req["train_mode"],
+            "bf16": req["precision"] == "bf16",
+            "clicks": integer("clicks", 1),
+            "max_steps_per_epoch": integer("max_steps_per_epoch", 0) or None,
+            "seed": integer("seed", 0),
+            "device": name_to_device(req.get("device")),
+            "multi_gpu": str(req.get("multi_gpu")).lower() in ("true", "1"),
+            "gpus": req.get("gpus") or "all",
+        }
+
+    # ---------------------------------------------------------------------------------------- data
+    def snapshot(self, datastore: Datastore, folder: str) -> List[Tuple[str, str]]:
+        """Copy every (image, final label) pair, under the datastore's lock, into the run folder."""
+        os.makedirs(folder, exist_ok=True)
+        lock = getattr(datastore, "_lock_file", None)
+        pairs = []
+        with FileLock(lock) if lock else contextlib.nullcontext():
+            for n, item in enumerate(datastore.datalist()):
+                dst_image = os.path.join(folder, f"{n:05d}_image_{os.path.basename(item['image'])}")
+                dst_label = os.path.join(folder, f"{n:05d}_label_{os.path.basename(item['label'])}")
+                shutil.copyfile(item["image"], dst_image)
+                shutil.copyfile(item["label"], dst_label)
+                pairs.append((dst_image, dst_label))
+        return pairs
+
+    # ---------------------------------------------------------------------------------------- run
+    def __call__(self, request, datastore: Datastore):
+        logger.info(f"Train request: {request}")
+        opts, pairs = self.prepare(request, datastore)
+        gpus = opts["gpus"]
+        world_size = torch.cuda.device_count() if gpus == "all" else len(str(gpus).split(","))
+        multi_gpu = opts["multi_gpu"] and world_size >= 2 and opts["device"].startswith("cuda")
+        return self.run(opts, pairs, world_size if multi_gpu else 1)
+
+    def current_file(self) -> str:
+        return self.publish_path if os.path.isfile(self.publish_path) else self.base_path
+
+    def prepare(self, request: dict, datastore: Datastore) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
+        """Checked options and a snapshot of the labelled data."""
+        opts = self._options(request)
+        run_dir = os.path.join(self.root, opts["name"])
+        os.makedirs(run_dir, exist_ok=True)
+        for stale in ("best.pt", "last.pt"):  # never publish a previous run's file by mistake
+            if os.path.exists(os.path.join(run_dir, stale)):
+                os.unlink(os.path.join(run_dir, stale))
+        pairs = self.snapshot(datastore, os.path.join(run_dir, "data"))
+        if not pairs:
+            raise TrainRequestError("no labels to train on: save labels (tag 'final') for some images first")
+        start = self.current_file()  # continue from what is served now
+        config_name = read_checkpoint(start).config_name or self.base_config or "vit_b"
+        mode = opts["train_mode"] if opts["train_mode"] != "auto" else ("adapter" if config_name == "vit_b" else "full")
+        opts.update(run_id=datetime.now().strftime("%Y%m%d_%H%M%S"), run_dir=run_dir, start_checkpoint=start,
+                    config=config_name, mode=mode, start_ts=int(time.time()))
+        return opts, pairs
+
+    def run(self, opts: Dict[str, Any], pairs: List[Tuple[str, str]], world_size: int = 1):
+        """Train on one process, or on `world_size` workers through MONAI Label's multi-GPU `main_worker`."""
+        self._write_stats(opts, status="RUNNING", train_pairs=len(pairs), epoch=0)
+        try:
+            if world_size > 1:
+                logger.info(f"Distributed training with {world_size} workers")
+                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # MONAI Label's train subprocess sets both
+                os.environ.setdefault("MASTER_PORT", "29533")
+                torch.multiprocessing.spawn(main_worker, nprocs=world_size, args=(world_size, opts, pairs, self))
+            else:
+                self.train(0, 1, opts, pairs)
+        except BaseException as e:
+            self._write_stats(opts, status="FAILED", error=f"{type(e).__name__}: {e}")
+            raise
+        return self.stats()
+
+    def train(self, rank: int, world_size: int, opts: Dict[str, Any], pairs: List[Tuple[str, str]]):
+        """One rank's share (rank 0 alone without multi_gpu); `main_worker` calls this in each worker."""
+        if world_size > 1:
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+        device = opts["device"]
+        if world_size > 1 and device.startswith("cuda"):
+            device = "cuda"  # samus.train picks cuda:LOCAL_RANK
+
+        def progress(epoch, step, loss, metrics):
+            if step == metrics["steps"]:  # end of an epoch
+                logger.info(f"epoch {epoch + 1}/{metrics['epochs']}: loss {loss:.4f}, val Dice {metrics.get('val_dice')}")
+                self._write_stats(opts, status="RUNNING", epoch=epoch + 1, step=step, steps=metrics["steps"],
+                                  train_loss=metrics.get("train_loss"), val_dice=metrics.get("val_dice"))
+            elif step % 10 == 0:
+                logger.info(f"epoch {epoch + 1}/{metrics['epochs']} step {step}/{metrics['steps']}: loss {loss:.4f}")
+                self._write_stats(opts, status="RUNNING", epoch=epoch + 1, step=step, steps=metrics["steps"],
+                                  train_loss=loss)
+
+        result = train_on_pairs(
+            pairs, val_fraction=opts["val_split"], progress=progress,
+            config=opts["config"], checkpoint=opts["start_checkpoint"], mode=opts["mode"], lr=opts["lr"],
+            batch_size=opts["batch_size"], epochs=opts["epochs"], seed=opts["seed"], bf16=opts["bf16"],
+            device=device, out_dir=opts["run_dir"], clicks=opts["clicks"],
+            max_steps_per_epoch=opts["max_steps_per_epoch"], progress_bar=False, tensorboard=True,
+            data="MONAI Label datastore (labels/final)",
+        )
+        if rank != 0:
+            return None
+        if result["stopped"]:
+            self._write_stats(opts, status="STOPPED", history=result["history"])
+            return None
+        best = result["best"] or result["last"]
+        publish(best, self.publish_path)
+        logger.info(f"published {best} -> {self.publish_path}")
+        self._write_stats(opts, status="DONE", history=result["history"], published=self.publish_path,
+                          best_metric=result["best_dice"], epochs_done=result["epochs_done"])
+        return result
+
+    def _write_stats(self, opts: Dict[str, Any], status: str, **fields) -> None:
+        """train_stats.json, read by /info (train_stats) and GET /model/info; replaced atomically."""
+        os.makedirs(self.root, exist_ok=True)
+        stats = self._read_stats()
+        if stats.get("run_id") != opts["run_id"]:
+            stats = {}
+        stats.update(name=opts["name"], run_id=opts["run_id"], status=status, start_ts=opts["start_ts"],
+                     total_epochs=opts["epochs"], mode=opts["mode"], config=opts["config"],
+                     start_checkpoint=opts["start_checkpoint"], device=opts["device"], pid=os.getpid(),
+                     total_time=round(time.time() - opts["start_ts"], 1))
+        stats.update(fields)
+        dices = [h["val_dice"] for h in stats.get("history") or [] if h.get("val_dice") is not None]
+        if dices:
+            stats["best_metric"] = max(dices)
+        _atomic_json(self.stats_path, stats)

@@ -1,0 +1,122 @@
+"""Test data for the MONAI Label app: a synthetic cine loop built from a real BUSI image, studies folders.
+
+The cine moves and deforms one BUSI image over 30 frames (smooth translation, rotation, breathing-like
+scaling and a slowly changing elastic field); the lesion mask goes through the same warps (nearest
+neighbour), so every frame has exact ground truth. It is stored as a NIfTI whose frames are the slices
+along the last axis, with voxel index i along a frame's columns and j along its rows (as viewers show it
+and as `samus.data.read_array` returns it: rows x columns x frames).
+"""
+import shutil
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "busi"
+
+
+def load_busi(name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(grayscale uint8 image, bool mask) of a bundled sample."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(SAMPLES / "images" / f"{name}.png").convert("L"))
+    mask = np.asarray(Image.open(SAMPLES / "masks" / f"{name}.png")) > 0
+    return image, mask
+
+
+def _smooth_field(rng: np.random.Generator, shape, sigma: float, amplitude: float) -> np.ndarray:
+    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    return f * (amplitude / (np.abs(f).max() + 1e-9))
+
+
+def build_cine(image: np.ndarray, mask: np.ndarray, frames: int = 30, seed: int = 0):
+    """-> (cine H x W x frames uint8, ground truth H x W x frames uint8 {0, 1})."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    # Two elastic fields; each frame blends them, so the deformation changes slowly over time.
+    fields = [(_smooth_field(rng, (h, w), min(h, w) / 8, 6.0), _smooth_field(rng, (h, w), min(h, w) / 8, 6.0))
+              for _ in range(2)]
+    cine = np.zeros((h, w, frames), np.uint8)
+    truth = np.zeros((h, w, frames), np.uint8)
+    for t in range(frames):
+        phase = t / max(frames - 1, 1)
+        angle = np.deg2rad(6.0 * np.sin(2 * np.pi * phase))
+        scale = 1.0 + 0.08 * np.sin(4 * np.pi * phase)
+        dy, dx = 0.06 * h * (phase - 0.5) * 2, 0.08 * w * np.sin(2 * np.pi * phase)
+        a = 0.5 - 0.5 * np.cos(np.pi * phase)
+        ey = (1 - a) * fields[0][0] + a * fields[1][0]
+        ex = (1 - a) * fields[0][1] + a * fields[1][1]
+        # Inverse map: output pixel -> source pixel (undo translation, rotation and scale about the centre).
+        y, x = rows - cy - dy, cols - cx - dx
+        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+        src_y = cos * y - sin * x + cy + ey
+        src_x = sin * y + cos * x + cx + ex
+        coords = np.stack([src_y, src_x])
+        cine[:, :, t] = np.clip(ndimage.map_coordinates(image.astype(np.float32), coords, order=1, mode="nearest"),
+                                0, 255).astype(np.uint8)
+        truth[:, :, t] = ndimage.map_coordinates(mask.astype(np.uint8), coords, order=0, mode="constant", cval=0)
+    return cine, truth
+
+
+def save_nifti(volume: np.ndarray, path) -> None:
+    """rows x columns x frames -> NIfTI with voxel index (i, j, k) = (column, row, frame)."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(volume.transpose(1, 0, 2)), np.diag([0.2, 0.2, 1.0, 1.0])),
+             str(path))
+
+
+def load_volume(path) -> np.ndarray:
+    """rows x columns x frames, as the app and samus.data read it."""
+    from samus.data import read_array
+
+    return read_array(path)[0]
+
+
+def make_studies(folder: Path, images=("benign_3", "malignant_2", "benign_13", "benign_6"), cine: str = "benign_3",
+                 frames: int = 30) -> Path:
+    """A studies folder with BUSI test images (PNG) and the cine built from `cine` (NIfTI); the cine's ground
+    truth is saved next to the folder as `<folder>_truth/<cine>_cine.nii.gz`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in images:
+        shutil.copy(SAMPLES / "images" / f"{name}.png", folder / f"{name}.png")
+    if cine:
+        image, mask = load_busi(cine)
+        vol, truth = build_cine(image, mask, frames)
+        save_nifti(vol, folder / f"{cine}_cine.nii.gz")
+        truth_dir = folder.parent / (folder.name + "_truth")
+        truth_dir.mkdir(exist_ok=True)
+        save_nifti(truth, truth_dir / f"{cine}_cine.nii.gz")
+    return folder
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
+
+
+def huge_png(path, width: int = 100_000, height: int = 100_000) -> None:
+    """A tiny file whose PNG header claims a huge image (a decompression bomb as far as size goes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                           + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+
+def click_xy(mask: np.ndarray) -> Tuple[int, int]:
+    """The SAMUS authors' evaluation click (samus.prompts.middle_click) as integer (x=column, y=row)."""
+    from samus.prompts import middle_click
+
+    (x, y), = middle_click(np.asarray(mask) > 0)[0]
+    return int(x), int(y)
