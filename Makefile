@@ -8,7 +8,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 STUDIES ?= .run/studies
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-app clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ test: install
 
 bench: install
 	$(PY) -m samus.cli bench
+
+bench-app: install
+	$(PY) benchmarks/bench_app.py
 
 clean:
 	rm -rf $(VENV) .run build lib/*.egg-info
