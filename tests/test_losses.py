@@ -54,3 +54,17 @@ def test_loss_gradient_and_bf16_input():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in shape"):
         SamusLoss()(torch.zeros(1, 1, 128, 128), torch.zeros(1, 1, 256, 256))
+
+
+def test_iou_head_loss_against_the_actual_iou():
+    from samus.losses import iou_head_loss
+
+    logits = torch.full((2, 1, 4, 4), -1.0)
+    logits[0, 0, :2, :2] = 1.0  # 4 predicted pixels
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2, :] = 1.0  # 8 target pixels: IoU 4/8; image 1: both empty -> IoU 1
+    iou_pred = torch.tensor([[0.25], [1.0]], requires_grad=True)
+    loss = iou_head_loss(logits, iou_pred, target)
+    assert loss.item() == pytest.approx(((0.25 - 0.5) ** 2 + 0) / 2)
+    loss.backward()
+    assert iou_pred.grad[0, 0] < 0  # pushes the low prediction up

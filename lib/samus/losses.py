@@ -1,4 +1,8 @@
-"""The SAMUS training loss: 0.8 soft Dice + 0.2 BCE-with-logits (pos_weight 2) on the 128 x 128 logits."""
+"""The SAMUS training loss: 0.8 soft Dice + 0.2 BCE-with-logits (pos_weight 2) on the 128 x 128 logits.
+
+`iou_head_loss` is an optional extra for models trained from scratch: the authors keep SAM's pretrained
+IoU head frozen, but a new model's head must learn to predict the quality of its own mask (SAM's recipe:
+mean squared error against the mask's actual IoU)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,3 +29,14 @@ class SamusLoss(nn.Module):
         logits, target = logits.float(), target.float()  # bf16 logits lose too much precision for the sums
         bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight.to(logits.device))
         return self.dice_weight * soft_dice_loss(logits, target, self.smooth) + self.bce_weight * bce
+
+
+def iou_head_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between the predicted IoU (B x 1) and the IoU of the thresholded mask with the target."""
+    with torch.no_grad():
+        pred = (logits.float() > 0).flatten(1)
+        gt = target.flatten(1) > 0.5
+        inter = (pred & gt).sum(1).float()
+        union = (pred | gt).sum(1).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return F.mse_loss(iou_pred.float().flatten(), iou)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from .build import build_samus, freeze_for_training, parameter_report
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import Item, SamusDataset, detect_layout, load_items, pair_items
-from .losses import SamusLoss
+from .losses import SamusLoss, iou_head_loss
 
 log = logging.getLogger("samus.train")
 
@@ -48,6 +48,7 @@ class TrainConfig:
     out_dir: str = "runs/samus"
     resume: Optional[str] = None  # a last.pt written by an earlier run
     clicks: int = 1  # positive clicks per training sample (the authors use 1)
+    iou_loss_weight: float = 0.0  # > 0 also trains the IoU head (needed when training from scratch)
     neg_clicks: int = 0
     box: bool = False  # also feed the jittered box prompt
     augment: bool = True
@@ -256,8 +257,11 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
             images = batch["image"].to(device, non_blocking=True)
             boxes = batch["box"].to(device) if cfg.box else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                low, _ = net(images, batch["point_coords"].to(device), batch["point_labels"].to(device), boxes)
-            loss = criterion(low, batch["low_mask"].to(device))
+                low, iou = net(images, batch["point_coords"].to(device), batch["point_labels"].to(device), boxes)
+            target = batch["low_mask"].to(device)
+            loss = criterion(low, target)
+            if cfg.iou_loss_weight:
+                loss = loss + cfg.iou_loss_weight * iou_head_loss(low, iou, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -395,6 +399,8 @@ def register(subparsers) -> None:
     p.add_argument("--clicks", type=int, default=1, help="positive clicks per sample")
     p.add_argument("--neg-clicks", type=int, default=0, help="negative clicks per sample")
     p.add_argument("--box", action="store_true", help="also prompt with a jittered box")
+    p.add_argument("--iou-loss-weight", type=float, default=0.0,
+                   help="also train the IoU head (MSE to the mask's IoU); use ~1 when training from scratch")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -426,6 +432,7 @@ def run_cli(args: argparse.Namespace) -> int:
         out_dir=args.out, resume=args.resume, clicks=args.clicks, neg_clicks=args.neg_clicks, box=args.box,
         augment=not args.no_augment, tensorboard=not args.no_tensorboard,
         max_steps_per_epoch=args.max_steps_per_epoch, threads=args.threads, progress_bar=not args.no_progress,
+        iou_loss_weight=args.iou_loss_weight,
         data=os.path.abspath(args.data),
     )
     result = train(cfg, train_items, val_items)
