@@ -10,7 +10,6 @@ Files are always read with `weights_only=True`: nothing but tensors and plain co
 import dataclasses
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
@@ -18,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .configs import CONFIGS, SamusConfig
 
 FORMAT_NAME = "samus-checkpoint"
@@ -155,16 +155,8 @@ def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, ex
         "provenance": provenance or {},
         "extra": extra or {},
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

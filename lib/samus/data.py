@@ -228,18 +228,28 @@ def volume_items(image, label, class_id: int = 1, labelled_only: bool = True) ->
     return items
 
 
+def read_header(path: str):
+    """A SimpleITK reader with the file's header read (size, spacing, origin, direction), pixels not loaded.
+    Raises ValueError with ITK's reason when the file is not a readable image."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ValueError(str(e).strip().splitlines()[-1]) from None
+    return reader
+
+
 def _spatial_size(path: str) -> Tuple[int, ...]:
     """Size as `read_array` gives it (rows, columns[, frames]), from the header when the file is a volume."""
     if not is_volume_file(path):
         return tuple(read_array(path)[0].shape[:2])
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise ValueError(f"cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
+        reader = read_header(path)
+    except ValueError as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
     size = list(reader.GetSize())  # (i, j, ...): i runs along the columns
     size = [size[1], size[0]] + [s for s in size[2:] if s != 1]
     return tuple(size)

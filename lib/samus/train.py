@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from .atomic import atomic_path
 from .build import build_samus, freeze_for_training, parameter_report
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import Item, SamusDataset, detect_layout, load_items, pair_items
@@ -108,9 +109,8 @@ def _pick_device(name: str) -> torch.device:
 
 
 def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2))
 
 
 def _build_model(cfg: TrainConfig):

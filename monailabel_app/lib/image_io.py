@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-from samus.data import IMAGE_EXTS, VOLUME_EXTS, read_array
+from samus.data import IMAGE_EXTS, VOLUME_EXTS, read_array, read_header
 
 from .errors import bad_request, too_large
 
@@ -97,14 +97,10 @@ def _inspect_2d(path: str, ext: str) -> dict:
 
 
 def _inspect_volume(path: str, ext: str) -> dict:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise bad_request(f"cannot read the volume ({ext}): {str(e).strip().splitlines()[-1]}") from None
+        reader = read_header(path)
+    except ValueError as e:
+        raise bad_request(f"cannot read the volume ({ext}): {e}") from None
     size = tuple(int(s) for s in reader.GetSize())
     spatial = [s for i, s in enumerate(size) if i < 2 or s != 1]  # singleton axes after the 2nd are dropped
     if len(spatial) > 3:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,6 +25,7 @@ from monailabel.tasks.train.basic_train import main_worker
 from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import device_list, name_to_device
 from samus import read_checkpoint
+from samus.atomic import atomic_path
 from samus.train import train_on_pairs
 
 from ..model_service import ModelService
@@ -41,22 +41,14 @@ class TrainRequestError(ValueError):
 
 
 def _atomic_json(path: str, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def publish(src: str, dest: str) -> None:
     """Copy `src` over `dest` atomically: readers see the old file or the new one, never a partial one."""
-    fd, tmp = tempfile.mkstemp(prefix=".publish-", suffix=".pt", dir=os.path.dirname(dest))
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class SamusTrainTask(TrainTask):
