@@ -299,4 +299,6 @@ def test_bundled_model_segments_the_sample_busi_images(tmp_path):
     report = ev.evaluate(samus.SamusPredictor(model), folder_items(SAMPLES, split=None), protocols=("1click",),
                          out_dir=tmp_path, n_overlays=1)
     assert report["n_images"] == 7
-    assert report["summary"]["1click"]["dice"]["mean"] > 0.5
+    # The bundled model scores 0.84 here (0.74 on the whole BUSI test split); a broken model or pipeline
+    # falls far below.
+    assert report["summary"]["1click"]["dice"]["mean"] > 0.75
