@@ -47,11 +47,12 @@ def _reference_encoder(model):
 def peak_rss_of_encoding(config: str, precision: str) -> float:
     """Peak RSS (GB) of a fresh process that builds `config`, wraps it in a predictor and encodes one frame."""
     code = (
-        "import resource, numpy as np, torch, samus;"
+        "import numpy as np, torch, samus;"
         f"torch.set_num_threads({torch.get_num_threads()});"
         f"p = samus.SamusPredictor(samus.build_samus({config!r}), precision={precision!r});"
         "p.set_image((np.random.rand(400, 500) * 255).astype(np.uint8));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        # VmHWM, not ru_maxrss: Linux carries the parent's ru_maxrss over fork + exec.
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1]) / 1e6
