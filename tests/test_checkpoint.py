@@ -150,3 +150,11 @@ def test_command_line_lists_its_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("train", "evaluate", "predict", "bench", "download"):
         assert cmd in out
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    path = samus.save_checkpoint(tmp_path / "m.pt", samus.build_samus("tiny"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644

@@ -14,6 +14,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published model must be readable like any other file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
