@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .modeling import Samus
-from .preprocess import preprocess_image, to_model_coords, to_unit_grayscale
+from .preprocess import resize_unit_grayscale, to_model_coords, to_unit_grayscale
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -140,7 +140,7 @@ class SamusPredictor:
             if hit is not None:
                 return hit, True
         gray = to_unit_grayscale(image)
-        item = ImageEmbedding(self._encode(preprocess_image(gray)), gray.shape)
+        item = ImageEmbedding(self._encode(resize_unit_grayscale(gray, self.model.img_size)), gray.shape)
         if key is not None:
             self.cache.put(key, item)
         return item, False
@@ -154,7 +154,7 @@ class SamusPredictor:
         for start in range(0, len(todo), batch_size):
             idx = todo[start:start + batch_size]
             grays = [to_unit_grayscale(frames[i]) for i in idx]
-            emb = self._encode(torch.cat([preprocess_image(g) for g in grays]))
+            emb = self._encode(torch.cat([resize_unit_grayscale(g, self.model.img_size) for g in grays]))
             for j, i in enumerate(idx):
                 out[i] = ImageEmbedding(emb[j:j + 1].clone(), grays[j].shape)
                 self.cache.put(keys[i], out[i])

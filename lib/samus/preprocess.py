@@ -48,7 +48,12 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def preprocess_image(image, size: int = 256) -> torch.Tensor:
     """-> 1 x 1 x size x size float32 tensor (bilinear resize without antialiasing, as cv2.INTER_LINEAR)."""
-    g = torch.from_numpy(np.ascontiguousarray(to_unit_grayscale(image)))[None, None]
+    return resize_unit_grayscale(to_unit_grayscale(image), size)
+
+
+def resize_unit_grayscale(gray: np.ndarray, size: int = 256) -> torch.Tensor:
+    """The resize half of `preprocess_image`, for an image `to_unit_grayscale` already produced."""
+    g = torch.from_numpy(np.ascontiguousarray(gray))[None, None]
     if g.shape[-2:] != (size, size):
         g = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)
     return g
