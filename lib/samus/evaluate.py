@@ -31,6 +31,7 @@ from scipy import ndimage
 from .metrics import dice_score, segmentation_metrics, summarize
 from .overlay import save_overlay
 from .preprocess import preprocess_image
+from .prompts import interior_distance
 
 PROTOCOLS = ("1click", "kclick")
 REPORT_FORMAT = "samus-eval-report"
@@ -65,8 +66,7 @@ def next_click(pred: np.ndarray, gt: np.ndarray, rng: Optional[np.random.Generat
     if best is None:
         return None
     _, label, region = best
-    # Pad with background so that the image border is a boundary too (clicks stay off the edges).
-    dist = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    dist = interior_distance(region)  # the image border is a boundary too: clicks stay off the edges
     for x, y, *_ in previous:
         xi, yi = int(round(x)), int(round(y))
         if 0 <= yi < dist.shape[0] and 0 <= xi < dist.shape[1] and region.sum() > 1:

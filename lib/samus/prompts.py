@@ -33,6 +33,14 @@ def random_clicks(mask: np.ndarray, rng: np.random.Generator, positives: int = 1
     return yx[:, ::-1].astype(np.float32), labels
 
 
+def interior_distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each mask pixel to the nearest pixel outside it, the image border counting as
+    outside: the deepest point is where a click is least ambiguous (corrective clicks, propagation)."""
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(np.pad(np.asarray(mask, bool), 1))[1:-1, 1:-1]
+
+
 def middle_click(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The authors' deterministic evaluation click: element floor(n/2) of the row-major foreground pixels
     (label 1); on an empty mask the same rule over the background (label 0). Returns (1x2 (x, y), [label])."""

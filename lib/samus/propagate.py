@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from .predictor import ImageEmbedding, SamusPredictor
 from .preprocess import to_original_coords
+from .prompts import interior_distance
 
 DIRECTIONS = ("both", "forward", "backward")
 
@@ -70,7 +71,7 @@ def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], p
     size = mask.shape[0]
     if not mask.any():  # the full-size mask had pixels the low-res one lacks: take the most confident one
         mask = low_res_logits >= low_res_logits.max()
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    dist = interior_distance(mask)
     picked: List[Tuple[int, int]] = [np.unravel_index(int(np.argmax(dist)), dist.shape)]
     interior = np.argwhere(dist >= max(1.0, 0.5 * dist.max()))
     while len(picked) < positives and len(interior) > len(picked):
