@@ -6,26 +6,13 @@ clicks' k. `roi` is [x0, y0, x1, y1] (CVAT) or [i0, i1, j0, j1, k0, k1] (the Sli
 Every problem becomes a 400 that names it.
 """
 import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from samus.propagate import FramePrompt  # prompts for one frame, in its pixel space (x = column, y = row)
 
 from .errors import bad_request
 from .image_io import ImageInfo
-
-
-@dataclass
-class FramePrompt:
-    """Prompts for one frame, in the frame's pixel space (x = column, y = row)."""
-
-    points: List[List[float]] = field(default_factory=list)
-    labels: List[int] = field(default_factory=list)
-    box: Optional[List[float]] = None
-
-    @property
-    def has_prompt(self) -> bool:
-        return bool(self.points) or self.box is not None
 
 
 def number(v, what: str) -> float:
@@ -68,7 +55,7 @@ def requested_slice(request: dict, info: ImageInfo) -> Optional[int]:
 def parse_clicks(request: dict, info: ImageInfo) -> Dict[int, FramePrompt]:
     """All clicks grouped by frame."""
     default_frame = requested_slice(request, info)
-    frames: Dict[int, FramePrompt] = {}
+    frames: Dict[int, Tuple[List[List[float]], List[int]]] = {}
     for key, label in (("foreground", 1), ("background", 0)):
         clicks = request.get(key)
         if clicks is None or clicks == "":
@@ -88,10 +75,10 @@ def parse_clicks(request: dict, info: ImageInfo) -> Dict[int, FramePrompt]:
                 raise bad_request(f"{what}: a click on a volume needs its frame: [i, j, k], or give `slice`")
             x, y = a, b
             _check_inside(x, y, info, what)
-            fp = frames.setdefault(k, FramePrompt())
-            fp.points.append([x, y])
-            fp.labels.append(label)
-    return frames
+            points, labels = frames.setdefault(k, ([], []))
+            points.append([x, y])
+            labels.append(label)
+    return {k: FramePrompt(np.array(p, dtype=np.float64), np.array(l, dtype=np.int64)) for k, (p, l) in frames.items()}
 
 
 def parse_roi(request: dict, info: ImageInfo):
@@ -131,7 +118,7 @@ def interactive_prompt(request: dict, info: ImageInfo):
         raise bad_request(f"no clicks{where}: give at least one click in `foreground` (or `background`), "
                           "as [x, y] for 2D images or [i, j, k] for volumes, or a box in `roi`")
     prompt = frames.get(frame, FramePrompt())
-    prompt.box = box
+    prompt.box = None if box is None else np.asarray(box, dtype=np.float64)
     return frame, prompt
 
 

@@ -27,9 +27,8 @@ class SamusInfer(SamusInferBase):
         try:
             emb, cache_hit = self.embedding(served, info, frame)
             t2 = time.perf_counter()
-            mask, score, _ = served.predictor.predict_embedding(
-                emb, np.asarray(prompt.points) if prompt.points else None,
-                np.asarray(prompt.labels) if prompt.points else None, prompt.box, previous)
+            mask, score, _ = served.predictor.predict_embedding(emb, prompt.points, prompt.labels, prompt.box,
+                                                                previous)
         except ValueError as e:  # prompts or pixels the predictor refuses
             raise bad_request(str(e)) from None
         t3 = time.perf_counter()

@@ -32,13 +32,12 @@ class SamusPropagate(SamusInferBase):
     def __call__(self, request):
         t0 = time.perf_counter()
         info = self.open_image(request)
-        clicks = parse_clicks(request, info)
+        prompts = parse_clicks(request, info)  # frame -> FramePrompt
         box, roi_frame = parse_roi(request, info)
         opts = _options(request)
         ext, dtype = check_result_format(info, request.get("result_extension"), request.get("result_dtype"))
         frame_range = self._frame_range(request, info)
 
-        prompts = {k: FramePrompt(np.asarray(p.points), np.asarray(p.labels)) for k, p in clicks.items()}
         if box is not None:
             k = roi_frame if roi_frame is not None else requested_slice(request, info)
             if k is None:
