@@ -97,7 +97,8 @@ def test_case_a_full_samus_state_dict_matches_golden_outputs(vit_b, tmp_path):
     # Through the official-checkpoint path: a flat state dict saved the authors' way, DataParallel prefix.
     path = tmp_path / "SAMUS__400.pth"
     torch.save({f"module.{k}": v for k, v in sd.items()}, path, _use_new_zipfile_serialization=False)
-    model = samus.build_samus("vit_b", checkpoint=path)
+    model = samus.build_samus(None, checkpoint=path)  # official files carry no configuration: vit_b
+    assert model.config_name == "vit_b"
     run_cases(model)
 
 

@@ -1,5 +1,4 @@
 """Building SAMUS models and applying the official freezing rule."""
-import os
 from typing import Dict, Optional, Union
 
 import torch
@@ -14,24 +13,28 @@ _TRAINABLE_MARKERS = ("cnn_embed", "post_pos_embed", "Adapter", "upneck")
 
 def build_samus(
     config: Optional[Union[str, SamusConfig]] = "vit_b",
-    checkpoint: Optional[Union[str, os.PathLike]] = None,
+    checkpoint=None,
     device: Union[str, torch.device] = "cpu",
 ) -> Samus:
     """Build a SAMUS model, optionally loading weights.
 
-    `checkpoint` may be an official SAMUS file, a SAM ViT-B file (`sam_vit_b_01ec64.pth` format: every key is
+    `checkpoint` (a path, or a `samus.checkpoint.Checkpoint` already read) may be an official SAMUS file, a SAM ViT-B file (`sam_vit_b_01ec64.pth` format: every key is
     used, global relative-position tables are resized, new modules keep their fresh initialisation) or a
-    file in this project's format, which names its own configuration (then `config` may be None).
+    file in this project's format, which names its own configuration. With `config=None` the file decides:
+    ours name their configuration, official SAMUS and SAM files are the paper's `vit_b`.
     """
-    from .checkpoint import load_into_model, read_checkpoint
+    from .checkpoint import Checkpoint, load_into_model, read_checkpoint
 
-    ckpt = read_checkpoint(checkpoint) if checkpoint is not None else None
+    # A `Checkpoint` already read by the caller is used as is (no second read of a large file).
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
     if ckpt is not None and ckpt.config_name is not None:
-        if config is not None and isinstance(config, str) and config != ckpt.config_name and checkpoint is not None:
-            raise ValueError(f"{checkpoint} holds a {ckpt.config_name!r} model, not {config!r}")
+        if isinstance(config, str) and config != ckpt.config_name:
+            raise ValueError(f"{ckpt.path} holds a {ckpt.config_name!r} model, not {config!r}")
         name, cfg = ckpt.config_name, ckpt.config
     elif config is None:
-        raise ValueError("config is required unless the checkpoint is in this project's format")
+        if ckpt is None:
+            raise ValueError("give a configuration name or a checkpoint")
+        name, cfg = "vit_b", get_config("vit_b")  # official SAMUS / SAM ViT-B files carry no configuration
     elif isinstance(config, SamusConfig):
         name, cfg = "custom", config
     else:

@@ -122,12 +122,9 @@ def _build_model(cfg: TrainConfig):
             raise ValueError(f"{cfg.resume} is not a resumable checkpoint (use a last.pt written by samus train)")
         if extra.get("mode") not in (None, cfg.mode):
             raise ValueError(f"{cfg.resume} was trained with mode {extra['mode']!r}, not {cfg.mode!r}")
-        return build_samus(config=None, checkpoint=cfg.resume), extra
-    config = cfg.config
-    if config is None and cfg.checkpoint is None:
-        config = "small"
-    elif config is None and read_checkpoint(cfg.checkpoint).config_name is None:
-        config = "vit_b"  # official SAMUS and SAM files are ViT-B
+        return build_samus(config=None, checkpoint=ckpt), extra
+    # No configuration: the checkpoint's own (official SAMUS and SAM files are vit_b), else the small model.
+    config = "small" if cfg.config is None and cfg.checkpoint is None else cfg.config
     return build_samus(config=config, checkpoint=cfg.checkpoint), None
 
 

@@ -51,19 +51,6 @@ def publish_path(conf: AppConf, model_dir: str) -> str:
     return os.path.join(model_dir, f"samus-{tag}.pt")
 
 
-def load_model(path: str, config: Optional[str], device: str = "cpu"):
-    """Build SAMUS from any supported checkpoint. Our own files name their configuration; official SAMUS
-    and SAM ViT-B files do not, so they get `config` or, by default, the paper's vit_b."""
-    if config is not None:
-        return samus.build_samus(config=config, checkpoint=path, device=device)
-    try:
-        return samus.build_samus(config=None, checkpoint=path, device=device)
-    except CheckpointError:
-        raise
-    except ValueError:  # not our format, so the file does not say which configuration it holds
-        return samus.build_samus(config="vit_b", checkpoint=path, device=device)
-
-
 class ModelService:
     def __init__(self, conf: AppConf, model_dir: str):
         self.conf = conf
@@ -107,8 +94,8 @@ class ModelService:
             return self._served
 
     def _load(self, path: str, stamp: Tuple) -> Served:
-        # Our own files name their configuration; official SAMUS / SAM files need one (vit_b by default).
-        model = load_model(path, self.conf.config, self.conf.device)
+        # Our own files name their configuration; official SAMUS / SAM files get `config` (default vit_b).
+        model = samus.build_samus(config=self.conf.config, checkpoint=path, device=self.conf.device)
         predictor = SamusPredictor(model, device=self.conf.device, precision=self.conf.precision,
                                    cache_size=self.conf.cache_size, cache_bytes=self.conf.cache_mb * 2**20)
         predictor.embed(np.zeros((64, 64), np.uint8))  # warm-up: the first real click pays no kernel set-up
