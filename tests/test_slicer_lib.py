@@ -52,11 +52,12 @@ def test_frame_plane_and_frame_at_world_follow_the_k_axis():
     ijk_to_ras = oblique_ijk_to_ras()
     normal, transverse, centre = geometry.frame_plane(ijk_to_ras, (20, 10, 6), 4)
     k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
-    np.testing.assert_allclose(normal, k_axis)
+    np.testing.assert_allclose(abs(np.dot(normal, k_axis)), 1.0)  # the plane is the IJ plane
     assert abs(np.dot(normal, transverse)) < 1e-9
     np.testing.assert_allclose(geometry.world_to_ijk(centre, geometry.invert(ijk_to_ras)), [9.5, 4.5, 4])
     assert geometry.frame_at_world(centre, geometry.invert(ijk_to_ras), 6) == 4
-    assert geometry.frame_at_world(centre + 100 * normal, geometry.invert(ijk_to_ras), 6) == 5
+    assert geometry.frame_at_world(centre + 100 * k_axis, geometry.invert(ijk_to_ras), 6) == 5
+    assert geometry.frame_at_world(centre - 100 * k_axis, geometry.invert(ijk_to_ras), 6) == 0
 
 
 def test_singular_matrix_is_reported():

@@ -86,12 +86,23 @@ def voxel_index(ijk, dims_ijk) -> tuple[int, int, int]:
 
 
 def frame_plane(ijk_to_world, dims_ijk, k: int):
-    """Normal, in-plane (I) axis and centre of frame k, as Slicer's SetSliceToRASByNTP wants them."""
+    """Normal, in-plane (I) axis and centre of frame k, for Slicer's SetSliceToRASByNTP(..., 0).
+
+    Mode 0 makes the slice X axis (screen right) T and the Y axis (screen up) N x T. With
+    T = I and N = J x I, screen up is -J: column 0 is on the left and row 0 at the top, as
+    the file and every image viewer show the frame. (N = K would make screen up +J and draw
+    the usual DICOM/NRRD/PNG geometry upside down.) J x I also keeps this right for volumes
+    whose IJK axes are left-handed, where it equals +K instead of -K.
+    """
     m = as_matrix(ijk_to_world, "ijk_to_world")
-    normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
-    transverse = m[:3, 0] / np.linalg.norm(m[:3, 0])
+    i_axis, j_axis = m[:3, 0], m[:3, 1]
+    normal = np.cross(j_axis, i_axis)
+    size = np.linalg.norm(normal)
+    if size < 1e-12 * np.linalg.norm(i_axis) * np.linalg.norm(j_axis):
+        raise GeometryError("the volume's I and J axes are parallel; its frames have no plane")
+    transverse = i_axis / np.linalg.norm(i_axis)
     centre_ijk = [(dims_ijk[0] - 1) / 2.0, (dims_ijk[1] - 1) / 2.0, float(k)]
-    return normal, transverse, apply(m, centre_ijk)
+    return normal / size, transverse, apply(m, centre_ijk)
 
 
 def frame_at_world(point_world, world_to_ijk_matrix, n_frames: int) -> int:
