@@ -2,14 +2,17 @@
 import gzip
 import http.server
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import helpers_slicer  # noqa: F401  (puts the library on sys.path)
 from SAMUSSegmentLib import geometry, nrrd
-from SAMUSSegmentLib.client import SamusClient, ServerError, normalize_url
+from SAMUSSegmentLib.client import SamusClient, ServerError, ServerUnreachable, normalize_url
 from SAMUSSegmentLib.frames import ArrayMaskStore, frame_from_result, merge_segments, non_empty_frames, write_frame
 from SAMUSSegmentLib.multipart import decode_multipart, encode_multipart
 from SAMUSSegmentLib.prompts import PromptStore
@@ -140,7 +143,7 @@ def _free_port():
 
 def test_client_reports_server_down():
     client = SamusClient(f"http://127.0.0.1:{_free_port()}", timeout=2)
-    with pytest.raises(ServerError, match="connection refused. Is the MONAI Label server running"):
+    with pytest.raises(ServerUnreachable, match="connection refused. Is the MONAI Label server running"):
         client.connect()
 
 
@@ -150,7 +153,7 @@ def test_client_times_out_on_a_silent_server():
     listener.listen(1)  # accepts the TCP connection but never answers
     try:
         client = SamusClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
-        with pytest.raises(ServerError, match=r"No answer from .* within 0.5 s \(GET /info/\)"):
+        with pytest.raises(ServerUnreachable, match=r"No answer from .* within 0.5 s \(GET /info/\)"):
             client.connect()
     finally:
         listener.close()
@@ -164,8 +167,10 @@ def test_client_recognises_a_server_that_is_not_monai_label(tmp_path):
     thread.start()
     try:
         client = SamusClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=5)
-        with pytest.raises(ServerError, match="not MONAI Label"):
+        with pytest.raises(ServerError, match="not MONAI Label") as error:
             client.connect()
+        # Something answers: a wrong address, not a missing server (the self-test must fail, not skip).
+        assert not isinstance(error.value, ServerUnreachable)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -202,6 +207,18 @@ def test_write_frame_touches_only_that_frame_and_that_label():
     np.testing.assert_array_equal(frame_from_result(volume, 1, (5, 6)), volume[1] > 0)
     with pytest.raises(ValueError, match="expected frames of shape"):
         frame_from_result(volume, 1, (6, 5))
+
+
+def test_image_scalars_become_kji_arrays_with_their_components():
+    from SAMUSSegmentLib.frames import array_from_scalars, to_grayscale
+
+    flat = np.arange(2 * 3 * 4 * 3)  # VTK order: component, then I, then J, then K
+    rgb = array_from_scalars(flat, (4, 3, 2), 3)
+    assert rgb.shape == (2, 3, 4, 3) and rgb[1, 2, 3, 0] == ((1 * 3 + 2) * 4 + 3) * 3
+    assert array_from_scalars(np.arange(24), (4, 3, 2)).shape == (2, 3, 4)
+    np.testing.assert_allclose(to_grayscale(rgb, True), rgb.mean(axis=-1))
+    with pytest.raises(ValueError, match="has 24 values, expected 72"):
+        array_from_scalars(np.arange(24), (4, 3, 2), 3)
 
 
 def test_packed_mask_round_trip():
@@ -299,6 +316,58 @@ def test_task_runner_hands_results_back_on_the_polling_thread():
     assert worker != main and callback_thread == main
     assert error is ZeroDivisionError
     assert not runner.busy and runner.current() == ""
+
+
+def test_task_runner_is_a_daemon_that_shutdown_stops_without_waiting():
+    runner = TaskRunner()
+    assert runner.thread.daemon and runner.thread.is_alive()
+    release = threading.Event()
+    seen = []
+    blocked = runner.submit(lambda: release.wait(30), on_done=seen.append, label="blocked request")
+    queued = runner.submit(lambda: seen.append("ran"), on_done=seen.append)
+    time.sleep(0.05)
+    started = time.monotonic()
+    runner.shutdown()
+    assert time.monotonic() - started < 0.5  # a request in flight does not hold up cleanup()
+    assert queued.cancelled() and not runner.busy and runner.current() == ""
+    with pytest.raises(RuntimeError, match="shut down"):
+        runner.submit(lambda: 1)
+    release.set()
+    runner.thread.join(5)
+    assert not runner.thread.is_alive() and blocked.result() is True
+    assert runner.poll() == 0 and seen == []  # no callbacks after shutdown
+
+
+def test_poll_waits_for_a_result_and_returns_as_soon_as_it_arrives():
+    runner = TaskRunner()
+    try:
+        started = time.monotonic()
+        assert runner.poll(wait=5) == 0 and time.monotonic() - started < 0.5  # idle: no waiting
+        results = []
+        runner.submit(lambda: time.sleep(0.2) or "mask", on_done=results.append)
+        started = time.monotonic()
+        handled = 0
+        while not handled:
+            handled = runner.poll(wait=5)
+        assert results == ["mask"] and 0.1 < time.monotonic() - started < 3
+    finally:
+        runner.shutdown()
+
+
+def test_a_request_in_flight_does_not_keep_the_process_alive(tmp_path):
+    # A non-daemon worker (what ThreadPoolExecutor makes) would keep this process alive for the whole request.
+    script = tmp_path / "exit_while_busy.py"
+    script.write_text(
+        "import sys, threading\n"
+        f"sys.path.insert(0, {str(helpers_slicer.MODULE_DIR)!r})\n"
+        "from SAMUSSegmentLib.worker import TaskRunner\n"
+        "runner = TaskRunner()\n"
+        "runner.submit(lambda: threading.Event().wait(120))\n"
+        "print('exiting')\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "exiting"
+    assert time.monotonic() - started < 30
 
 
 def test_training_progress_is_readable():

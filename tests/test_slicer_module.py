@@ -1,15 +1,21 @@
 """Static checks of the 3D Slicer extension (no Slicer here): files compile, the .ui defines every
 widget the code uses, CMake lists every script, the pure library imports nothing from Slicer."""
 import ast
+import http.server
 import re
+import socket
 import sys
+import threading
+import time
+import unittest
 import xml.etree.ElementTree as ET
+from unittest import mock
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers_slicer import ICON_FILE, LIB_DIR, MODULE_DIR, MODULE_FILE, ROOT, UI_FILE
+from helpers_slicer import ICON_FILE, LIB_DIR, MODULE_DIR, MODULE_FILE, ROOT, UI_FILE, fake_slicer, load_module_file
 
 EXTENSION_DIR = ROOT / "slicer_module"
 PY_FILES = sorted(EXTENSION_DIR.rglob("*.py"))
@@ -125,3 +131,147 @@ def test_shortcuts_are_in_the_help_text_and_unique():
     assert len(keys) == len(set(keys))
     assert "help_lines()" in MODULE_FILE.read_text()
     assert {"nextFrame", "previousFrame", "undo", "propagate"} <= set(SHORTCUTS)
+
+
+# -- the module file itself, loaded against stand-ins for Slicer's packages ----------------------------------
+def _closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _self_test_probe(module, ran):
+    """The module's SAMUSSegmentTest with its two scene parts (which need Slicer) replaced by recorders."""
+
+    class Probe(module.SAMUSSegmentTest):
+        def test_volume_geometry_and_frame_masks(self):
+            ran.append("volume")
+
+        def test_cine_frame_masks(self):
+            ran.append("cine")
+
+    return Probe
+
+
+def test_self_test_skips_only_the_server_part_when_no_server_answers(monkeypatch):
+    monkeypatch.setenv("SAMUS_SERVER_URL", _closed_port_url())
+    with fake_slicer() as slicer:
+        module = load_module_file()
+        ran = []
+        probe = _self_test_probe(module, ran)
+        # The build test (slicer_add_python_unittest) runs the test_ methods through unittest.
+        result = unittest.TestResult()
+        unittest.TestLoader().loadTestsFromTestCase(probe).run(result)
+        assert result.wasSuccessful() and result.testsRun == 3
+        assert [test.id().rsplit(".", 1)[1] for test, _ in result.skipped] == ["test_cine_clicks_with_server"]
+        assert "no SAMUS server answers" in result.skipped[0][1] and "connection refused" in result.skipped[0][1]
+        assert sorted(ran) == ["cine", "volume"]
+        # Reload & Test calls runTest() directly: every part runs and the skip is shown, not raised.
+        direct = probe()
+        try:
+            direct.runTest()
+        except unittest.SkipTest:
+            pytest.fail("runTest() let SkipTest out: Reload & Test would show it as an exception")
+        assert ran[2:] == ["volume", "cine"]
+        assert direct.displayed[-1].startswith("Skipped test_cine_clicks_with_server: no SAMUS server answers")
+        assert slicer.mrmlScene.Clear.call_count == 6  # a fresh scene for each part
+
+
+def test_self_test_fails_when_something_else_answers(monkeypatch, tmp_path):
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SAMUS_SERVER_URL", f"http://127.0.0.1:{httpd.server_address[1]}")
+    try:
+        with fake_slicer():
+            module = load_module_file()
+            result = unittest.TestResult()
+            _self_test_probe(module, [])("test_cine_clicks_with_server").run(result)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not result.skipped and len(result.errors) == 1 and "not MONAI Label" in result.errors[0][1]
+
+
+def test_widget_cleanup_stops_the_worker_without_waiting_for_a_request():
+    with fake_slicer():
+        module = load_module_file()
+        widget = module.SAMUSSegmentWidget()
+        widget.logic = module.SAMUSSegmentLogic()
+        widget.pollTimer, widget.trainingTimer, widget.ui = mock.MagicMock(), mock.MagicMock(), mock.MagicMock()
+        runner = widget.logic.runner
+        assert runner.thread.daemon  # a request in flight cannot keep Slicer from exiting
+        release = threading.Event()
+        runner.submit(lambda: release.wait(30), label="inference")
+        # The poll timer waits a little for results, which lets the worker run in Slicer's Python.
+        with mock.patch.object(runner, "poll", wraps=runner.poll) as poll:
+            widget.onPoll()
+        poll.assert_called_once_with(wait=module.POLL_WAIT_S)
+        assert 0 < module.POLL_WAIT_S < module.POLL_INTERVAL_MS / 1000
+        assert "Working: inference" in widget.ui.statusLabel.text
+        started = time.monotonic()
+        widget.cleanup()
+        assert time.monotonic() - started < 0.5
+        widget.pollTimer.stop.assert_called_once_with()
+        widget.trainingTimer.stop.assert_called_once_with()
+        with pytest.raises(RuntimeError, match="shut down"):
+            runner.submit(lambda: None)
+        release.set()
+        runner.thread.join(5)
+        assert not runner.thread.is_alive()
+
+
+class _Scalars:
+    def __init__(self, array, components):
+        self.array, self.components = array, components
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array
+
+    def GetNumberOfComponents(self):
+        return self.components
+
+
+class _StreamingVolume:
+    """A vtkMRMLStreamingVolumeNode holding one compressed RGB frame, decoded on request."""
+
+    def __init__(self, codec=True):
+        self.codec, self.decoded = codec, False
+        self.rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(1, 2, 3, 3)  # [k, j, i, rgb]
+
+    def IsA(self, name):
+        return name in ("vtkMRMLStreamingVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLScalarVolumeNode")
+
+    def GetName(self):
+        return "PLUS recording"
+
+    def GetFrame(self):
+        return object()
+
+    def GetCodec(self):
+        return object() if self.codec else None
+
+    def GetCodecFourCC(self):
+        return "VP90"
+
+    def DecodeFrame(self):
+        self.decoded = True
+        return True
+
+    def GetImageData(self):
+        image = mock.MagicMock()
+        image.GetDimensions.return_value = (3, 2, 1)
+        image.GetPointData().GetScalars.return_value = _Scalars(self.rgb.ravel() if self.decoded else None, 3)
+        return image
+
+
+def test_streaming_video_volumes_are_read_from_their_decoded_image():
+    with fake_slicer():
+        load_module_file()
+        from SAMUSSegmentScene.sources import grayArray
+
+        node = _StreamingVolume()
+        np.testing.assert_allclose(grayArray(node), node.rgb.mean(axis=-1))
+        assert node.decoded
+        with pytest.raises(ValueError, match=r"'PLUS recording' cannot be decoded \(codec 'VP90'.*SlicerIGSIO"):
+            grayArray(_StreamingVolume(codec=False))

@@ -26,6 +26,10 @@ class ServerError(RuntimeError):
         self.status = status
 
 
+class ServerUnreachable(ServerError):
+    """Nothing answered at the address (refused, unknown host, timeout): no server is running there."""
+
+
 def normalize_url(url: str) -> str:
     """'localhost:8000' -> 'http://localhost:8000'; rejects what cannot be a server address."""
     url = (url or "").strip().rstrip("/")
@@ -79,12 +83,12 @@ class SamusClient:
             response = conn.getresponse()
             data = response.read()
         except ConnectionRefusedError:
-            raise ServerError(f"Cannot connect to {self.url}: connection refused. Is the MONAI Label "
+            raise ServerUnreachable(f"Cannot connect to {self.url}: connection refused. Is the MONAI Label "
                               "server running (for example `make run`) and is the port right?") from None
         except socket.gaierror:
-            raise ServerError(f"Cannot connect to {self.url}: unknown host '{self._host}'.") from None
+            raise ServerUnreachable(f"Cannot connect to {self.url}: unknown host '{self._host}'.") from None
         except (socket.timeout, TimeoutError):
-            raise ServerError(f"No answer from {self.url} within {timeout:g} s ({what}). The server may be "
+            raise ServerUnreachable(f"No answer from {self.url} within {timeout:g} s ({what}). The server may be "
                               "busy (first inference loads the model) or unreachable.") from None
         except ssl.SSLError as exc:
             raise ServerError(f"TLS error talking to {self.url}: {exc}. Use http:// for a plain server.") from None

@@ -1,10 +1,13 @@
 """Frame-level mask operations on [k, j, i] label arrays, and an in-memory mask store.
 
-The Slicer module stores masks in segmentation nodes and implements the same small
-interface as `ArrayMaskStore` (n_frames, frame_shape, read_frame, write_frame,
-segment_volume), so the session logic never needs to know where masks live.
+The Slicer module stores masks in segmentation nodes (`batched.BatchedMasks` over a scene
+layer) with the same small interface as `ArrayMaskStore` (n_frames, frame_shape, read_frames,
+write_frames, read_frame, write_frame, segment_volume, batch), so the session logic never needs
+to know where masks live.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -51,6 +54,20 @@ def frame_from_result(result: np.ndarray, frame: int, frame_shape) -> np.ndarray
     return result[check_frame(frame, result.shape[0])] > 0
 
 
+def array_from_scalars(scalars, dims_ijk, components: int = 1) -> np.ndarray:
+    """VTK image scalars (I varies fastest) as [k, j, i], or [k, j, i, c] with several components."""
+    flat = np.asarray(scalars)
+    dims = tuple(int(d) for d in dims_ijk)
+    components = int(components)
+    if len(dims) != 3 or min(dims) < 1 or components < 1:
+        raise ValueError(f"cannot make an array of dimensions {dims} with {components} components")
+    if flat.size != int(np.prod(dims)) * components:
+        raise ValueError(f"the image has {flat.size} values, expected {int(np.prod(dims)) * components} "
+                         f"for dimensions {dims} with {components} components")
+    shape = dims[::-1] + ((components,) if components > 1 else ())
+    return flat.reshape(shape)
+
+
 def to_grayscale(array: np.ndarray, has_components: bool) -> np.ndarray:
     """Averages the colour components of vector (e.g. RGB ultrasound) frames."""
     array = np.asarray(array)
@@ -93,3 +110,12 @@ class ArrayMaskStore:
 
     def write_frame(self, segment_id: str, frame: int, mask) -> bool:
         return write_frame(self.segment_volume(segment_id), frame, mask)
+
+    def read_frames(self, segment_id: str, frames) -> dict:
+        return {int(f): self.read_frame(segment_id, f) for f in frames}
+
+    def write_frames(self, segment_id: str, masks: dict) -> list[int]:
+        return sorted(int(f) for f, mask in masks.items() if self.write_frame(segment_id, f, mask))
+
+    def batch(self):
+        return contextlib.nullcontext(self)

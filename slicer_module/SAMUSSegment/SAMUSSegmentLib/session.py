@@ -9,7 +9,6 @@ Results that were overtaken by newer clicks on the same frame (or by an undo) ar
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -148,7 +147,8 @@ class InteractiveSession:
         """
         if not segments:
             raise ValueError("there is no segment to submit")
-        volumes = [np.array(self.masks.segment_volume(s), copy=True) for s, _ in segments]
+        with self.masks.batch():
+            volumes = [np.array(self.masks.segment_volume(s), copy=True) for s, _ in segments]
         label = merge_segments(volumes)
         frames = set(non_empty_frames(label))
         for s, _ in segments:
@@ -191,11 +191,6 @@ class InteractiveSession:
         masks = {int(f): frame_from_result(result, int(f), shape) for f in frames if first <= int(f) <= last}
         return JobResult(job, masks, meta)
 
-    def _batch(self):
-        """Mask stores that must switch frames (cine sequences) can group the switches."""
-        batch = getattr(self.masks, "batch", None)
-        return batch() if batch is not None else contextlib.nullcontext()
-
     # -- main thread: apply results ------------------------------------------------------------
     def apply(self, result: JobResult) -> list[int]:
         """Writes a result into the masks; returns the frames written ([] for a stale result)."""
@@ -217,11 +212,12 @@ class InteractiveSession:
             before_prompts = {}
             description = f"propagation from frame {job.frame}"
         entry = UndoEntry(description, job.segment_id)
-        with self._batch():
-            entry.masks_before = {f: PackedMask(self.masks.read_frame(job.segment_id, f)) for f in targets}
+        # One batch: the scene is read once and written once, however many frames the result has.
+        with self.masks.batch():
+            before = self.masks.read_frames(job.segment_id, list(targets))
+            entry.masks_before = {f: PackedMask(m) for f, m in before.items()}
             entry.prompts_before = before_prompts
-            for f, mask in targets.items():
-                self.masks.write_frame(job.segment_id, f, mask)
+            self.masks.write_frames(job.segment_id, targets)
         self.undo_stack.push(entry)
         return sorted(targets)
 
@@ -230,9 +226,7 @@ class InteractiveSession:
         entry = self.undo_stack.pop()
         if entry is None:
             return None
-        with self._batch():
-            for frame, packed in entry.masks_before.items():
-                self.masks.write_frame(entry.segment_id, frame, packed.unpack())
+        self.masks.write_frames(entry.segment_id, {f: p.unpack() for f, p in entry.masks_before.items()})
         for frame, prompts in entry.prompts_before.items():
             self.prompts.set(entry.segment_id, frame, prompts.positive, prompts.negative)
             key = (entry.segment_id, frame)

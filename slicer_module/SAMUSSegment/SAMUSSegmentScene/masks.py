@@ -1,16 +1,28 @@
-"""Segment mask stores: one frame of a segment read from / written to the scene."""
-from __future__ import annotations
+"""Scene layers under SAMUSSegmentLib.batched.BatchedMasks: where a segment's frames live in the scene.
 
-import contextlib
+BatchedMasks calls a layer once to export and once to import per segment and per batch (a click, a
+propagation result, an undo step, a submission), so the cost of a step does not grow with the number
+of frames it touches through extra scene round trips.
+"""
+from __future__ import annotations
 
 import numpy as np
 import slicer
+import vtk
+import vtk.util.numpy_support
 
-from SAMUSSegmentLib.frames import check_frame, write_frame
+from SAMUSSegmentLib.batched import BatchedMasks
+from SAMUSSegmentLib.frames import check_frame
 
 
-class SegmentMasks:
-    """Frames are the K slices of segments in a segmentation that references the volume."""
+class VolumeSegmentLayer:
+    """Frames are the K slices of segments in a segmentation that references the volume.
+
+    Only whole segments can be exported / imported (each adds and removes one temporary
+    labelmap node), which BatchedMasks does once per batch.
+    """
+
+    whole_segments = True
 
     def __init__(self, segmentationNode, referenceVolume, n_frames: int, frame_shape):
         self.node = segmentationNode
@@ -18,41 +30,72 @@ class SegmentMasks:
         self.n_frames = n_frames
         self.frame_shape = tuple(frame_shape)
 
-    def segment_volume(self, segmentId: str) -> np.ndarray:
+    def export(self, segmentId: str, frames) -> np.ndarray:
         array = slicer.util.arrayFromSegmentBinaryLabelmap(self.node, segmentId, self.reference)
-        return (array > 0).astype(np.uint8)
+        return array.reshape(self.n_frames, *self.frame_shape)[list(frames)]
 
-    def read_frame(self, segmentId: str, frame: int) -> np.ndarray:
-        return self.segment_volume(segmentId)[check_frame(frame, self.n_frames)] > 0
-
-    def write_frame(self, segmentId: str, frame: int, mask) -> bool:
-        volume = self.segment_volume(segmentId)
-        if not write_frame(volume, frame, mask):
-            return False
+    def import_(self, segmentId: str, frames, masks) -> None:
+        volume = np.zeros((self.n_frames, *self.frame_shape), np.uint8)
+        volume[list(frames)] = masks
         slicer.util.updateSegmentBinaryLabelmapFromArray(volume, self.node, segmentId, self.reference)
-        return True
-
-    def batch(self):
-        return contextlib.nullcontext()
 
 
-class SequenceSegmentMasks:
+def _readSegment(segmentationNode, segmentId: str, referenceVolume, frame_shape) -> np.ndarray:
+    """A segment as a bool [rows, cols] array in the geometry of a one-slice reference volume.
+
+    Pure VTK (no temporary scene nodes), so it also works on the data nodes kept inside a
+    sequence, which are not in the scene.
+    """
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        return np.zeros(frame_shape, bool)  # an item created before the segment was added
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentId)
+    image = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry(
+        segmentationNode, referenceVolume, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, image)
+    scalars = image.GetPointData().GetScalars() if image.GetPointData() else None
+    if scalars is None:
+        return np.zeros(frame_shape, bool)
+    dims = tuple(image.GetDimensions())
+    if dims != (frame_shape[1], frame_shape[0], 1):
+        raise ValueError(f"segment '{segmentId}' was exported with dimensions {dims}, "
+                         f"expected {(frame_shape[1], frame_shape[0], 1)}")
+    return vtk.util.numpy_support.vtk_to_numpy(scalars).reshape(frame_shape) > 0
+
+
+def _writeSegment(segmentationNode, segmentId: str, referenceVolume, mask) -> None:
+    """Makes the segment exactly `mask` ([rows, cols] bool) in the reference volume's geometry."""
+    rows, cols = mask.shape
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(0, cols - 1, 0, rows - 1, 0, 0)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    ijkToRAS = vtk.vtkMatrix4x4()
+    referenceVolume.GetIJKToRASMatrix(ijkToRAS)
+    image.SetGeometryFromImageToWorldMatrix(ijkToRAS)
+    vtk.util.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
+    image.Modified()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_REPLACE, image.GetExtent())
+
+
+class SequenceSegmentLayer:
     """Frames are items of a segmentation sequence kept in the cine's browser.
 
-    The segmentation node is the browser's proxy for that sequence; changes made to it are
-    saved into the current item ("save changes"), so writing frame n means selecting item n.
+    The shown item is read and written through the browser's proxy segmentation (with "save
+    changes" on, the browser stores it in the item); every other item is read and written in
+    the sequence's own data node. No item is ever selected for this, so a step over N frames
+    does not make the browser copy every proxy N times.
     """
+
+    whole_segments = False
 
     def __init__(self, frames, segmentationNode):
         self.frames = frames
         self.browser = frames.browser
         self.node = segmentationNode
-        self.reference = frames.proxy
         self.n_frames = frames.n_frames
         self.frame_shape = frames.frame_shape
-        self.switching = 0   # > 0 while items are changed for reading/writing (views ignore it)
-        self._home = None    # item to return to at the end of a batch
-        self._segments = {}  # segment id -> (name, colour), to recreate it in items that lack it
+        self._segments = {}  # segment id -> (name, colour), to create it in items that lack it
         self.sequence = self._ensureSequence()
 
     def _ensureSequence(self):
@@ -73,66 +116,51 @@ class SequenceSegmentMasks:
         self.browser.SetSaveChanges(sequence, True)
         return sequence
 
+    def _item(self, frame: int):
+        """(segmentation node, reference volume) holding frame `frame`."""
+        frame = check_frame(frame, self.n_frames)
+        if frame == self.frames.currentFrame():
+            return self.node, self.frames.proxy
+        from .sources import masterSequence
+
+        node = self.sequence.GetDataNodeAtValue(masterSequence(self.browser).GetNthIndexValue(frame))
+        if node is None:
+            raise ValueError(f"the segmentation sequence '{self.sequence.GetName()}' has no item for frame {frame + 1}")
+        # The item's own volume: like the item segmentation it is outside the scene and untransformed.
+        return node, self.frames.dataNode(frame)
+
     def rememberSegment(self, segmentId: str) -> None:
         segment = self.node.GetSegmentation().GetSegment(segmentId)
         if segment is not None:
             self._segments[segmentId] = (segment.GetName(), segment.GetColor())
 
-    def addSegmentToAllFrames(self, segmentId: str) -> None:
-        """A segment added on one item also exists (empty) in every other item."""
-        self.rememberSegment(segmentId)
-        with self.batch():
-            for frame in range(self.n_frames):
-                self._select(frame)
-                self._ensureSegment(segmentId)
-
-    def _ensureSegment(self, segmentId: str) -> None:
-        segmentation = self.node.GetSegmentation()
+    def _ensureSegment(self, node, segmentId: str) -> None:
+        segmentation = node.GetSegmentation()
         if segmentation.GetSegment(segmentId) is None:
             name, color = self._segments.get(segmentId, (segmentId, (1.0, 1.0, 0.0)))
             segmentation.AddEmptySegment(segmentId, name, color)
 
-    @contextlib.contextmanager
-    def batch(self):
-        """Reads/writes inside return to the user's item once, at the end."""
-        outer = self._home is None
-        if outer:
-            self._home = self.browser.GetSelectedItemNumber()
-            self.switching += 1
-            slicer.app.pauseRender()
-        try:
-            yield
-        finally:
-            if outer:
-                home, self._home = self._home, None
-                if self.browser.GetSelectedItemNumber() != home:
-                    self.browser.SetSelectedItemNumber(home)
-                self.switching -= 1
-                slicer.app.resumeRender()
+    def addSegmentToAllFrames(self, segmentId: str) -> None:
+        """A segment added on the shown item also exists (empty) in every other item."""
+        self.rememberSegment(segmentId)
+        for frame in range(self.n_frames):
+            self._ensureSegment(self._item(frame)[0], segmentId)
+        self.sequence.Modified()
 
-    def _select(self, frame: int) -> None:
-        frame = check_frame(frame, self.n_frames)
-        if self.browser.GetSelectedItemNumber() != frame:
-            self.browser.SetSelectedItemNumber(frame)
+    def export(self, segmentId: str, frames) -> np.ndarray:
+        return np.stack([_readSegment(*self._item(f), self.frame_shape) for f in frames])
 
-    def read_frame(self, segmentId: str, frame: int) -> np.ndarray:
-        with self.batch():
-            self._select(frame)
-            self._ensureSegment(segmentId)
-            array = slicer.util.arrayFromSegmentBinaryLabelmap(self.node, segmentId, self.reference)
-            return array.reshape(self.frame_shape) > 0
+    def import_(self, segmentId: str, frames, masks) -> None:
+        for frame, mask in zip(frames, masks):
+            node, reference = self._item(frame)
+            self._ensureSegment(node, segmentId)
+            _writeSegment(node, segmentId, reference, np.asarray(mask, bool))
+        self.sequence.Modified()  # items changed in place: the scene must save the sequence again
 
-    def write_frame(self, segmentId: str, frame: int, mask) -> bool:
-        with self.batch():
-            self._select(frame)
-            self._ensureSegment(segmentId)
-            current = slicer.util.arrayFromSegmentBinaryLabelmap(self.node, segmentId, self.reference)
-            volume = (current > 0).astype(np.uint8).reshape(1, *self.frame_shape)
-            if not write_frame(volume, 0, mask):
-                return False
-            slicer.util.updateSegmentBinaryLabelmapFromArray(volume, self.node, segmentId, self.reference)
-            return True
 
-    def segment_volume(self, segmentId: str) -> np.ndarray:
-        with self.batch():
-            return np.stack([self.read_frame(segmentId, f) for f in range(self.n_frames)]).astype(np.uint8)
+def maskStoreFor(frames, segmentationNode) -> BatchedMasks:
+    """The mask store of an input: K slices of a volume, or items of a cine."""
+    if frames.kind == "sequence":
+        return BatchedMasks(SequenceSegmentLayer(frames, segmentationNode))
+    return BatchedMasks(VolumeSegmentLayer(segmentationNode, frames.referenceVolume, frames.n_frames,
+                                           frames.frame_shape))

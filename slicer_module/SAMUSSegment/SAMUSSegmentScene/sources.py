@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import slicer
 import vtk
+import vtk.util.numpy_support
 
 from SAMUSSegmentLib import geometry
-from SAMUSSegmentLib.frames import check_frame, to_grayscale
+from SAMUSSegmentLib.frames import array_from_scalars, check_frame, to_grayscale
 from SAMUSSegmentLib.upload import FrameStack
 
 
@@ -33,10 +34,32 @@ def localToWorld(node):
     return numpyMatrix(m)
 
 
+def voxelArray(volumeNode) -> np.ndarray:
+    """Voxels as [k, j, i] or [k, j, i, components], read from the node's image data.
+
+    slicer.util.arrayFromVolume refuses compressed video (vtkMRMLStreamingVolumeNode, e.g. PLUS and
+    SlicerIGT recordings) as an "unsupported volume type"; such a node decodes its frame into its image
+    data, so reading the image data serves scalar, vector and streaming volumes alike.
+    """
+    name = volumeNode.GetName()
+    if volumeNode.IsA("vtkMRMLStreamingVolumeNode") and volumeNode.GetFrame() is not None:
+        if volumeNode.GetCodec() is None or not volumeNode.DecodeFrame():
+            raise ValueError(f"the compressed video frames of '{name}' cannot be decoded (codec "
+                             f"'{volumeNode.GetCodecFourCC()}' is not available). Install the Slicer extension "
+                             "that provides the codec (SlicerIGSIO for VP9 recordings) and restart, or convert "
+                             "the recording to an uncompressed volume sequence.")
+    image = volumeNode.GetImageData()
+    scalars = image.GetPointData().GetScalars() if image is not None and image.GetPointData() else None
+    if scalars is None:
+        raise ValueError(f"volume '{name}' has no voxels")
+    return array_from_scalars(vtk.util.numpy_support.vtk_to_numpy(scalars), image.GetDimensions(),
+                              scalars.GetNumberOfComponents())
+
+
 def grayArray(volumeNode) -> np.ndarray:
-    """Voxels as [k, j, i]; colour (vector) volumes are averaged to grey."""
-    array = slicer.util.arrayFromVolume(volumeNode)
-    return to_grayscale(array, volumeNode.IsA("vtkMRMLVectorVolumeNode") and array.ndim == 4)
+    """Voxels as [k, j, i]; colour (vector, video) volumes are averaged to grey."""
+    array = voxelArray(volumeNode)
+    return to_grayscale(array, array.ndim == 4)
 
 
 def dimensions(volumeNode) -> tuple:
