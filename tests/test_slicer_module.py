@@ -3,7 +3,9 @@ widget the code uses, CMake lists every script, the pure library imports nothing
 import ast
 import http.server
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -98,6 +100,33 @@ def test_extension_cmake_has_the_fields_the_extension_wizard_needs():
     assert re.search(r'set\(EXTENSION_HOMEPAGE "https?://\S+"\)', text), "EXTENSION_HOMEPAGE must be a URL"
     assert "add_subdirectory(SAMUSSegment)" in text and "## NEXT_MODULE" in text
     assert "Slicer_EXTENSION_GENERATE_CONFIG" in text and "Slicer_EXTENSION_CPACK" in text
+
+
+def test_extension_icon_and_screenshot_urls_point_to_files_in_the_repository(tmp_path):
+    text = (EXTENSION_DIR / "CMakeLists.txt").read_text()
+    urls = dict(re.findall(r'set\((EXTENSION_ICONURL|EXTENSION_SCREENSHOTURLS) "\$\{SAMUSSegment_RAW_URL\}/(\S+)"\)', text))
+    assert set(urls) == {"EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"}
+    assert (ROOT / urls["EXTENSION_ICONURL"]) == ICON_FILE
+    screenshot = ROOT / urls["EXTENSION_SCREENSHOTURLS"]
+    with Image.open(screenshot) as image:
+        assert image.format == "PNG" and image.width >= 300 and image.height >= 300
+        assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 200
+    assert (EXTENSION_DIR / "scripts" / "make_screenshot.py").is_file()  # how it was made, and what it shows
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed: the URL logic was checked as text only")
+    # Evaluate the metadata block with CMake, with and without the repository address.
+    block = text[text.index("set(SAMUSSegment_RAW_URL"):text.index("set(EXTENSION_DEPENDS")]
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(metadata NONE)\n" + block
+        + 'message(STATUS "icon=${EXTENSION_ICONURL}")\nmessage(STATUS "shots=${EXTENSION_SCREENSHOTURLS}")\n')
+    base = "https://raw.githubusercontent.com/owner/repository/main"
+    for n, extra in enumerate(([], [f"-DSAMUSSegment_RAW_URL={base}"])):
+        out = subprocess.run([cmake, "-S", str(tmp_path), "-B", str(tmp_path / f"build{n}"), *extra],
+                             capture_output=True, text=True, timeout=120).stdout
+        expected = (f"{base}/{urls['EXTENSION_ICONURL']}", f"{base}/{urls['EXTENSION_SCREENSHOTURLS']}") if extra \
+            else ("", "")
+        assert f"-- icon={expected[0]}\n" in out and f"-- shots={expected[1]}\n" in out, out
 
 
 def test_module_cmake_lists_every_script_and_resource():
