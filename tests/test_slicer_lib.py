@@ -109,6 +109,40 @@ def test_nrrd_reads_pynrrd_2d_and_rejects_garbage(tmp_path):
         nrrd.read_nrrd(good[:-5])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_labels_written_by_simpleitk_read_back(tmp_path, dtype, suffix):
+    import SimpleITK as sitk
+    from SAMUSSegmentLib.nifti import read_label, read_nifti
+
+    label = np.zeros((40, 30, 20), dtype)  # [k, j, i]: a long cine with one labelled frame
+    label[7, 10:20, 5:12] = 1
+    image = sitk.GetImageFromArray(label)
+    image.SetSpacing((0.3, 0.25, 1.5))
+    path = tmp_path / f"label{suffix}"
+    sitk.WriteImage(image, str(path), useCompression=suffix.endswith(".gz"))  # what the app does
+    data = path.read_bytes()
+    np.testing.assert_array_equal(read_label(data), label)
+    if suffix == ".nii.gz":
+        assert len(data) < label.nbytes / 20  # why the module asks for .nii.gz
+    flat = tmp_path / "frame.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(label[7]), str(flat))  # a 2D result
+    np.testing.assert_array_equal(read_nifti(flat.read_bytes()), label[7])
+    nrrd_bytes = nrrd.write_nrrd(label)
+    np.testing.assert_array_equal(read_label(nrrd_bytes), label)
+
+
+def test_nifti_reader_rejects_what_it_cannot_read():
+    from SAMUSSegmentLib.nifti import NiftiError, read_label
+
+    with pytest.raises(NiftiError, match="too short"):
+        read_label(b"not a label")
+    with pytest.raises(NiftiError, match="header size"):
+        read_label(b"x" * 400)
+    with pytest.raises(NiftiError, match="gzip stream is damaged"):
+        read_label(gzip.compress(b"x" * 400)[:-12])
+
+
 def test_multipart_round_trip_and_monailabel_answers():
     body, ctype = encode_multipart({"params": '{"a": 1}'}, {"file": ("x.nrrd", b"\x00\r\n--binary\xff")})
     parts = decode_multipart(body, ctype)

@@ -91,8 +91,10 @@ def test_a_click_segments_its_frame_only_and_uploads_once(session, cine):
     assert session.uploader.uploads == 1
 
     # The server's own answer for the same request, fetched and decoded independently, is what we wrote.
+    # (Asked as NRRD, which carries the geometry; the module itself asks for the smaller .nii.gz.)
+    assert job.params["result_extension"] == ".nii.gz"
     image_id = session.uploader.ensure(cine)
-    body = json.dumps(job.params).encode()
+    body = json.dumps(dict(job.params, result_extension=".nrrd")).encode()
     boundary = "x" * 16
     form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n").encode() + body + \
         f"\r\n--{boundary}--\r\n".encode()

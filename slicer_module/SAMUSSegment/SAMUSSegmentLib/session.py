@@ -16,12 +16,14 @@ import numpy as np
 
 from .client import INTERACTIVE_MODEL, PROPAGATION_MODEL, ServerError
 from .frames import check_frame, frame_from_result, merge_segments, non_empty_frames
-from .nrrd import read_nrrd, write_nrrd
+from .nifti import read_label
+from .nrrd import write_nrrd
 from .prompts import FramePrompts, PromptStore
 from .undo import PackedMask, UndoEntry, UndoStack
 from .upload import FrameStack, ImageUploader
 
 DIRECTIONS = ("forward", "backward", "both")
+RESULT_EXTENSION = ".nii.gz"  # the app compresses label files only in this format (see nifti.py)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class JobResult:
 def interactive_params(prompts: FramePrompts, frame: int) -> dict:
     foreground, background = prompts.server_points(frame)
     return {"foreground": foreground, "background": background, "slice": int(frame),
-            "result_extension": ".nrrd", "result_dtype": "uint8"}
+            "result_extension": RESULT_EXTENSION, "result_dtype": "uint8"}
 
 
 def frame_range(frame: int, n_frames: int, count: int | None, direction: str) -> list[int]:
@@ -181,7 +183,7 @@ class InteractiveSession:
         data, meta = self.client.infer(model, image_id, job.params)
         if data is None:
             raise ServerError(f"the server's '{model}' task returned no mask (answer: {meta})")
-        result, _, _ = read_nrrd(data)
+        result = read_label(data)
         if job.kind == "interactive":
             return JobResult(job, {job.frame: frame_from_result(result, job.frame, shape)}, meta)
         first, last = job.params["frames"]
