@@ -2,6 +2,6 @@
 
 - sources: what a frame is (K slice of a volume, or item of a cine sequence), RAS <-> IJK of
   clicks, showing a frame, and a snapshot of all frames for upload;
-- masks: reading and writing one frame of a segment (the mask-store interface of
-  SAMUSSegmentLib.frames.ArrayMaskStore).
+- masks: the scene layers under SAMUSSegmentLib.batched.BatchedMasks (a volume's segmentation,
+  or the items of a cine's segmentation sequence), exported and imported once per step.
 """

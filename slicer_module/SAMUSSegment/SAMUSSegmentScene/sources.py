@@ -93,6 +93,8 @@ class _FrameSource:
         self.dims = dimensions(geometryVolume)
         self.frame_shape = (self.dims[1], self.dims[0])
         self._stack = None
+        video = geometryVolume.IsA("vtkMRMLStreamingVolumeNode")
+        self.formatNote = " Compressed video, decoded in Slicer." if video else ""
 
     def ijkToWorld(self) -> np.ndarray:
         m = ijkToRAS(self.geometryVolume)
@@ -130,7 +132,7 @@ class VolumeFrames(_FrameSource):
 
     def describe(self) -> str:
         return (f"Volume '{self.volume.GetName()}': {self.n_frames} frames of {self.dims[0]} x {self.dims[1]} "
-                "pixels (frame = K slice, shown in the Red view).")
+                "pixels (frame = K slice, shown in the Red view)." + self.formatNote)
 
     def changeKey(self) -> tuple:
         return (self.volume.GetID(), self.volume.GetImageData().GetMTime(), self._geometryKey())
@@ -198,7 +200,7 @@ class SequenceFrames(_FrameSource):
 
     def describe(self) -> str:
         return (f"Cine '{self.browser.GetName()}': {self.n_frames} frames of {self.dims[0]} x {self.dims[1]} "
-                "pixels (frame = sequence browser item).")
+                "pixels (frame = sequence browser item)." + self.formatNote)
 
     def changeKey(self) -> tuple:
         return (self.volumeSequence.GetID(), self.volumeSequence.GetMTime(), self._geometryKey())
