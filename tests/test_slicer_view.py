@@ -101,6 +101,11 @@ def test_view_shows_row_zero_at_the_top_and_column_zero_on_the_left(name):
     np.testing.assert_allclose(xyz[..., 0], (i - (dims[0] - 1) / 2) * size_i, atol=1e-9)
     np.testing.assert_allclose(xyz[..., 1], -(j - (dims[1] - 1) / 2) * size_j, atol=1e-9)
     assert xyz[0, 0, 1] > xyz[-1, 0, 1] and xyz[0, 0, 0] < xyz[0, -1, 0]  # pixel (0, 0) is top-left
+    # The module recognises a view that already shows the frames upright (and leaves its zoom alone) ...
+    np.testing.assert_allclose(geometry.view_axes(normal, transverse), slice_to_ras[:3, :3], atol=1e-12)
+    # ... and one that does not, e.g. turned by 180 degrees in-plane: it aligns that view again.
+    turned = slice_to_ras[:3, :3] @ np.diag([-1.0, -1.0, 1.0])
+    assert not np.allclose(turned, geometry.view_axes(normal, transverse), atol=1e-3)
     # A parent transform (rigid) does not change what the view shows.
     parent = np.eye(4)
     parent[:3, :3], parent[:3, 3] = rotation([3, -1, 2], 71), [10, -4, 2]

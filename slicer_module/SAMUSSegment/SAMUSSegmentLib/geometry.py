@@ -105,6 +105,15 @@ def frame_plane(ijk_to_world, dims_ijk, k: int):
     return normal / size, transverse, apply(m, centre_ijk)
 
 
+def view_axes(normal, transverse) -> np.ndarray:
+    """3x3 orientation (columns: screen right, screen up, normal) a slice view gets from
+    SetSliceToRASByNTP(normal, transverse, ..., 0); to tell whether a view still shows frames upright."""
+    n = np.asarray(normal, dtype=float)
+    up = np.cross(n, transverse)
+    right = np.cross(up, n)
+    return np.column_stack([right / np.linalg.norm(right), up / np.linalg.norm(up), n / np.linalg.norm(n)])
+
+
 def frame_at_world(point_world, world_to_ijk_matrix, n_frames: int) -> int:
     """Index of the frame (K slice) closest to a world point, clamped to the volume."""
     k = apply(world_to_ijk_matrix, point_world)[2]

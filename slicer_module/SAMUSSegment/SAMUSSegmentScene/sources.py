@@ -111,6 +111,21 @@ class _FrameSource:
             self._stack = FrameStack(self.name(), self._stackArray(), ijkToRAS(self.geometryVolume), key)
         return self._stack
 
+    def _showPlane(self, k: int, align: bool) -> None:
+        """Puts slice k of the geometry volume in the view, upright: row 0 at the top, column 0 on the left."""
+        node = sliceNode(self.viewName)
+        if node is None:
+            return
+        normal, transverse, centre = geometry.frame_plane(self.ijkToWorld(), self.dims, k)
+        current = numpyMatrix(node.GetSliceToRAS())[:3, :3]
+        if align or not np.allclose(current, geometry.view_axes(normal, transverse), atol=1e-3):
+            # Turned only when needed, so the user's zoom and pan survive frame changes.
+            node.SetSliceToRASByNTP(*normal, *transverse, *centre, 0)
+            layoutManager = slicer.app.layoutManager()
+            if layoutManager is not None and layoutManager.sliceWidget(self.viewName) is not None:
+                layoutManager.sliceWidget(self.viewName).sliceLogic().FitSliceToAll()
+        node.JumpSliceByOffsetting(*centre)
+
     def _geometryKey(self) -> tuple:
         return tuple(np.round(self.ijkToWorld(), 6).ravel())
 
@@ -151,19 +166,7 @@ class VolumeFrames(_FrameSource):
         return geometry.frame_at_world(centre, geometry.invert(self.ijkToWorld()), self.n_frames)
 
     def showFrame(self, frame: int, align: bool = False) -> None:
-        frame = check_frame(frame, self.n_frames)
-        node = sliceNode(self.viewName)
-        if node is None:
-            return
-        normal, transverse, centre = geometry.frame_plane(self.ijkToWorld(), self.dims, frame)
-        current = numpyMatrix(node.GetSliceToRAS())[:3, 2]
-        if align or abs(float(np.dot(current, normal))) < 0.999:
-            # Make the view show exactly the IJ plane, whatever the volume's orientation.
-            node.SetSliceToRASByNTP(*normal, *transverse, *centre, 0)
-            layoutManager = slicer.app.layoutManager()
-            if layoutManager is not None and layoutManager.sliceWidget(self.viewName) is not None:
-                layoutManager.sliceWidget(self.viewName).sliceLogic().FitSliceToAll()
-        node.JumpSliceByOffsetting(*centre)
+        self._showPlane(check_frame(frame, self.n_frames), align)
 
     def locate(self, world) -> tuple:
         """(frame, i, j) of a clicked world point."""
@@ -228,6 +231,7 @@ class SequenceFrames(_FrameSource):
 
     def showFrame(self, frame: int, align: bool = False) -> None:
         self.browser.SetSelectedItemNumber(check_frame(frame, self.n_frames))
+        self._showPlane(0, align)
 
     def locate(self, world) -> tuple:
         i, j, _ = self._worldToIJK(world)  # K has one slice: points off the frame's plane are rejected
