@@ -10,9 +10,11 @@ import os
 import sys
 from typing import Dict
 
+import samus
 import torch
 
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -20,16 +22,19 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
+from lib import request_guard
 from lib.activelearning.diversity import Diversity
 from lib.app_conf import ConfError, parse_conf
-from lib.datastore import CheckedDatastore
-from lib.image_access import ImageAccess
+from lib.datastore import CheckedDatastore, discard_temp
+from lib.errors import bad_request, not_found
+from lib.image_access import UPLOAD_KEY, ImageAccess, is_temp_file
 from lib.image_io import DecodedImages
 from lib.infers.samus import SamusInfer
 from lib.infers.samus_propagate import SamusPropagate
 from lib.model_service import ModelService
-from lib.trainers.samus import SamusTrainTask
+from lib.trainers.samus import SamusTrainTask, TrainRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +69,11 @@ class SamusApp(MONAILabelApp):
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
-            max_voxels=self.app_conf.max_image_voxels,
+            limits=self.app_conf.limits,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        args = (self.service, self.access, self.decoded, self.app_conf.max_image_voxels)
+        args = (self.service, self.access, self.decoded, self.app_conf.limits)
         return {"samus": SamusInfer(*args), "samus_propagate": SamusPropagate(*args)}
 
     def init_trainers(self) -> Dict[str, TrainTask]:
@@ -77,8 +82,8 @@ class SamusApp(MONAILabelApp):
         return {"samus": SamusTrainTask(self.model_dir, self.service)}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First(), "diversity": Diversity(self.service, self.decoded,
-                                                                             self.app_conf.max_image_voxels)}
+        return {"random": Random(), "first": First(),
+                "diversity": Diversity(self.service, self.decoded, self.app_conf.limits)}
 
     def on_init_complete(self):
         # Load (and warm up) the model before the first click; only the server calls this, not the train
@@ -89,8 +94,84 @@ class SamusApp(MONAILabelApp):
             print(f"\nSAMUS app: cannot load the model {self.service.current_file()}: {e}\n", file=sys.stderr,
                   flush=True)
             raise SystemExit(2) from None
+        from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now
+
+        request_guard.install(server.app, self.app_conf.limits, self)
         super().on_init_complete()
 
+    # ------------------------------------------------------------------------------------------- entry points
     def infer(self, request, datastore=None):
-        self.access.check_id(request.get("image"), datastore or self.datastore(), request.get("session"))
-        return super().infer(request, datastore)
+        # MONAI Label passes an uploaded file on as a temporary path in `image`, which a client could type as
+        # well; only the guard knows that a file came with this request.
+        state = request_guard.current()
+        image = request.get("image")
+        upload = image if state is not None and state.uploaded and is_temp_file(image) else None
+        request = dict(request, **{UPLOAD_KEY: upload})
+        try:
+            self.access.check_id(image, datastore or self.datastore(), request.get("session"), upload)
+            if request.get("save_label") and request.get("label_tag", "original") != "original":
+                raise bad_request("infer results are saved only as `original` predictions; submit final labels "
+                                  "with PUT /datastore/label")
+            if "timeout" in request:
+                raise bad_request("timeout is the server's (MONAI_LABEL_INFER_TIMEOUT), not a request parameter")
+            request.pop("device", None)  # the tasks run on the server's --conf device
+            return super().infer(request, datastore)
+        except BaseException:
+            discard_temp(upload)  # MONAI Label deletes it only after a successful request
+            raise
+
+    def infer_wsi(self, request, datastore=None):
+        raise bad_request("whole-slide inference is not part of this app; use POST /infer/samus")
+
+    def train(self, request):
+        if self._server_mode:  # POST /train/...?run_sync=true would train inside the server process
+            raise bad_request("run_sync is not supported: training runs in its own process; start it without "
+                              "run_sync and follow its progress with GET /train/")
+        return super().train(request)
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if not isinstance(strategy, str) or strategy not in self._strategies:
+            raise not_found(f"no active learning strategy {strategy!r}; this app has {', '.join(self._strategies)}")
+        return super().next_sample(request)
+
+    # ------------------------------------------------------------------------------------------- guard hooks
+    def infer_models(self):
+        return list(self._infers)
+
+    def trainer_names(self):
+        return list(self._trainers)
+
+    def scoring_methods(self):
+        return list(self._scoring_methods)
+
+    def dicom_seg_available(self) -> bool:
+        return isinstance(self.datastore(), DICOMWebDatastore)
+
+    def session_exists(self, session_id: str) -> bool:
+        sessions = self.sessions()
+        return sessions is not None and sessions.get_session(session_id, update_ts=False) is not None
+
+    def check_train_request(self, model: str, params: dict) -> None:
+        try:
+            self._trainers[model].check_request(dict(params, model=model))
+        except TrainRequestError as e:
+            raise bad_request(str(e)) from None
+
+    def train_queued(self) -> bool:
+        return any(t.get("status") == "SUBMITTED" for t in async_tasks("train"))
+
+    def check_model_file(self, path: str):
+        """None if the file can be served, else why not."""
+        try:
+            samus.build_samus(config=self.app_conf.config, checkpoint=samus.read_checkpoint(path))
+        except Exception as e:  # a foreign or truncated file: CheckpointError, RuntimeError, ...
+            return str(e)[:300]
+        return None
+
+    def check_model_delete(self, model: str):
+        """None if DELETE /model may move the served file away, else why not."""
+        if self.service.current_file() != self.service.publish_path:
+            return ("DELETE /model removes weights published by training; the base model "
+                    f"{os.path.basename(self.service.base_path)} (--conf checkpoint or the bundled one) stays")
+        return None

@@ -124,13 +124,28 @@ def test_stopped_training_leaves_the_served_model(client, server):
     assert click_version(client)["model_version"] == version
 
 
-def test_failed_training_leaves_the_served_model(client, server):
+def test_bad_options_are_refused_before_a_run_starts(client, server):
+    before = model_info(server)
+    r = requests.post(f"{server}/train/samus", json={"max_epochs": "lots"}, timeout=30)
+    assert r.status_code == 400 and "max_epochs must be an integer" in r.json()["detail"]
+    assert not client.train_status(check_if_running=True)
+    assert model_info(server)["checksum"] == before["checksum"]
+
+
+def test_failed_training_leaves_the_served_model(client, server, studies):
+    save_labels(client)
     before, version = model_info(server), click_version(client)["model_version"]
-    client.train_start("samus", {"max_epochs": "lots"})
-    time.sleep(1)  # let MONAI Label start it (it may fail before check_if_running would see it)
-    status = wait_until_finished(client)
+    label = studies / "labels" / "final" / "malignant_2.png"
+    good = label.read_bytes()
+    label.write_bytes(b"not a png")  # the run copies it, cannot read it and fails
+    try:
+        client.train_start("samus", {"max_epochs": 1})
+        time.sleep(1)  # let MONAI Label start it (it may fail before check_if_running would see it)
+        status = wait_until_finished(client)
+    finally:
+        label.write_bytes(good)
     assert status["status"] == "ERROR"
-    assert any("max_epochs must be an integer" in line for line in status["details"])
+    assert client.info()["train_stats"]["samus"]["status"] == "FAILED"
     assert model_info(server)["checksum"] == before["checksum"]
     assert click_version(client)["model_version"] == version
 

@@ -19,6 +19,19 @@ class ConfError(ValueError):
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What one request may cost. Each limit is a `--conf` key (KEYS below), named in the 4xx a request
+    over it gets."""
+    image_voxels: int  # rows x columns x frames, from the header, before decoding
+    frame_pixels: int  # rows x columns of one frame
+    clicks_per_frame: int
+    clicks: int  # one request, all frames together
+    propagation_frames: int  # frames one propagation may segment
+    upload_bytes: int  # request body
+    params_bytes: int  # JSON `params` / `info` form fields and JSON bodies
+
+
+@dataclass(frozen=True)
 class AppConf:
     checkpoint: Optional[str]  # None = the bundled default model
     config: Optional[str]  # SAMUS configuration name; None = the one the checkpoint names (or vit_b)
@@ -27,9 +40,9 @@ class AppConf:
     cache_size: int  # image embeddings kept in memory (entries)
     cache_mb: int  # ... and at most this many MiB
     model_dir: Optional[str]  # where trained weights are published; None = <app>/model
-    max_image_voxels: int  # bigger images are refused with 413
     skip_trainers: bool
     threads: int  # torch CPU threads
+    limits: RequestLimits
 
 
 def _checkpoint(v: str) -> str:
@@ -135,6 +148,12 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
     "cache_mb": (_int_at_least(1), "an integer >= 1 (MiB for cached embeddings)", "512"),
     "model_dir": (_model_dir, "a folder for published trained weights", None),
     "max_image_voxels": (_int_at_least(1), "an integer >= 1", str(2**28)),
+    "max_frame_pixels": (_int_at_least(4), "an integer >= 4 (rows x columns of one frame)", str(2**24)),
+    "max_clicks_per_frame": (_int_at_least(1), "an integer >= 1", "64"),
+    "max_clicks": (_int_at_least(1), "an integer >= 1 (clicks in one request, all frames)", "256"),
+    "max_propagation_frames": (_int_at_least(1), "an integer >= 1", "1000"),
+    "max_upload_mb": (_int_at_least(1), "an integer >= 1 (MiB in one request body)", "1024"),
+    "max_params_kb": (_int_at_least(1), "an integer >= 1 (KiB of JSON params in one request)", "1024"),
     "threads": (_threads, "auto or an integer >= 1 (CPU threads for PyTorch)", "auto"),
     "skip_trainers": (_bool, "true or false", "false"),
     "sam2": (_sam2, "false (SAM2 is not part of this app)", "false"),
@@ -172,7 +191,11 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
         cache_size=values["cache_size"],
         cache_mb=values["cache_mb"],
         model_dir=values["model_dir"],
-        max_image_voxels=values["max_image_voxels"],
         skip_trainers=values["skip_trainers"],
         threads=values["threads"],
+        limits=RequestLimits(
+            image_voxels=values["max_image_voxels"], frame_pixels=values["max_frame_pixels"],
+            clicks_per_frame=values["max_clicks_per_frame"], clicks=values["max_clicks"],
+            propagation_frames=values["max_propagation_frames"], upload_bytes=values["max_upload_mb"] * 2**20,
+            params_bytes=values["max_params_kb"] * 2**10),
     )

@@ -7,6 +7,17 @@ exception handler of its own: anything but an HTTPException becomes a bare 500. 
 from fastapi import HTTPException
 
 
+def show(v, n: int = 60) -> str:
+    """A client's value for an error message, cut short (a request can hold megabytes, or 10^400)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of {v.bit_length()} bits"
+    try:
+        r = repr(v)
+    except ValueError:  # integers beyond Python's digit limit, nested in a list
+        r = f"a {type(v).__name__}"
+    return r if len(r) <= n else r[:n] + "..."
+
+
 def bad_request(message: str) -> HTTPException:
     return HTTPException(status_code=400, detail=message)
 
@@ -21,3 +32,11 @@ def too_large(message: str) -> HTTPException:
 
 def unavailable(message: str) -> HTTPException:
     return HTTPException(status_code=503, detail=message)
+
+
+def conflict(message: str) -> HTTPException:
+    return HTTPException(status_code=409, detail=message)
+
+
+def too_many(message: str) -> HTTPException:
+    return HTTPException(status_code=429, detail=message)

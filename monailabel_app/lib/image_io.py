@@ -17,7 +17,9 @@ from typing import Optional, Tuple
 import numpy as np
 from samus.data import IMAGE_EXTS, VOLUME_EXTS, read_array, read_header
 
+from .app_conf import RequestLimits
 from .errors import bad_request, too_large
+from .file_checks import check_self_contained
 
 # A result for a 2D image must be lossless: no JPEG.
 LABEL_EXTS_2D = (".png", ".nrrd", ".nii.gz", ".nii", ".mha", ".tif", ".tiff")
@@ -61,12 +63,15 @@ def content_key(path: str, uploaded: bool) -> str:
     return f"{os.path.realpath(path)}|{st.st_mtime_ns}|{st.st_size}"
 
 
-def inspect_image(path: str, max_voxels: int, uploaded: bool = False) -> ImageInfo:
-    """Header-only look at an image: kind, size, geometry. 400 for unreadable files, 413 for huge ones."""
+def inspect_image(path: str, limits: RequestLimits, uploaded: bool = False, client_file: bool = False) -> ImageInfo:
+    """Header-only look at an image: kind, size, geometry. 400 for unreadable files, 413 for huge ones.
+    `client_file`: sent by a client (upload, session, label), so it must hold its own pixels."""
     if not os.path.isfile(path):
         raise bad_request(f"image file {os.path.basename(path)!r} does not exist")
     if os.path.getsize(path) == 0:
         raise bad_request("the image file is empty")
+    if client_file or uploaded:
+        check_self_contained(path)
     ext = file_ext(path)
     if ext in VOLUME_EXTS:
         info = _inspect_volume(path, ext)
@@ -74,13 +79,20 @@ def inspect_image(path: str, max_voxels: int, uploaded: bool = False) -> ImageIn
         info = _inspect_2d(path, ext)
     else:
         raise bad_request(f"unsupported image type {ext!r}; accepted: {', '.join(IMAGE_EXTS + VOLUME_EXTS)}")
-    voxels = info["rows"] * info["cols"] * info["frames"]
-    if voxels > max_voxels:
+    pixels = info["rows"] * info["cols"]
+    if pixels > limits.frame_pixels:
+        raise too_large(f"image frames are {info['rows']} x {info['cols']} = {pixels} pixels; this server accepts "
+                        f"at most {limits.frame_pixels} per frame (--conf max_frame_pixels)")
+    voxels = pixels * info["frames"]
+    if voxels > limits.image_voxels:
         raise too_large(f"image is {info['rows']} x {info['cols']} x {info['frames']} = {voxels} voxels; "
-                        f"this server accepts at most {max_voxels} (--conf max_image_voxels)")
+                        f"this server accepts at most {limits.image_voxels} (--conf max_image_voxels)")
     if min(info["rows"], info["cols"]) < 2:
         raise bad_request(f"image frames are {info['rows']} x {info['cols']} pixels; need at least 2 x 2")
     return ImageInfo(path=path, key=content_key(path, uploaded), ext=ext, **info)
+
+
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def _inspect_2d(path: str, ext: str) -> dict:
@@ -89,10 +101,15 @@ def _inspect_2d(path: str, ext: str) -> dict:
     try:
         with Image.open(path) as im:
             w, h = im.size
+            kind = im.format
     except Image.DecompressionBombError as e:
         raise too_large(f"image is too large: {e}") from None
     except Exception as e:  # PIL raises many types for truncated or foreign data
         raise bad_request(f"cannot read the image ({ext}): {e}") from None
+    # Pillow picks the decoder from the content: a ".png" that is really EPS or PSD would reach decoders this
+    # app never meant to run (EPS runs Ghostscript).
+    if kind != _PIL_FORMATS.get(ext):
+        raise bad_request(f"the file is named {ext} but holds {kind or 'unknown'} data")
     return dict(is_volume=False, rows=h, cols=w, frames=1)
 
 
@@ -103,6 +120,8 @@ def _inspect_volume(path: str, ext: str) -> dict:
         raise bad_request(f"cannot read the volume ({ext}): {e}") from None
     size = tuple(int(s) for s in reader.GetSize())
     spatial = [s for i, s in enumerate(size) if i < 2 or s != 1]  # singleton axes after the 2nd are dropped
+    if len(spatial) < 2:
+        raise bad_request(f"volume of size {size} has only {len(size)} axis; expected a 2D frame, a 3D volume or a cine")
     if len(spatial) > 3:
         raise bad_request(f"volume of size {size} has {len(spatial)} non-singleton axes; expected a 3D volume "
                           "or a 2D+time cine (H x W x frames)")

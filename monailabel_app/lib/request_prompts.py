@@ -11,17 +11,22 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from samus.propagate import FramePrompt  # prompts for one frame, in its pixel space (x = column, y = row)
 
-from .errors import bad_request
+from .app_conf import RequestLimits
+from .errors import bad_request, show, too_large
 from .image_io import ImageInfo
 
 
 def number(v, what: str) -> float:
     # bool is an int in Python; "12" is a string, not a coordinate.
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise bad_request(f"{what} must be a number, got {v!r}")
-    if not math.isfinite(v):
-        raise bad_request(f"{what} must be finite, got {v!r}")
-    return float(v)
+        raise bad_request(f"{what} must be a number, got {show(v)}")
+    try:
+        f = float(v)  # OverflowError for integers beyond float range (JSON allows 10^400)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise bad_request(f"{what} must be finite, got {show(v)}")
+    return f
 
 
 def frame_index(v, what: str, info: ImageInfo) -> int:
@@ -48,22 +53,28 @@ def requested_slice(request: dict, info: ImageInfo) -> Optional[int]:
         try:
             s = int(s)
         except ValueError:
-            raise bad_request(f"slice must be a frame index, got {s!r}") from None
+            raise bad_request(f"slice must be a frame index, got {show(s)}") from None
     return frame_index(s, "slice", info)
 
 
-def parse_clicks(request: dict, info: ImageInfo) -> Dict[int, FramePrompt]:
-    """All clicks grouped by frame."""
+def parse_clicks(request: dict, info: ImageInfo, limits: RequestLimits) -> Dict[int, FramePrompt]:
+    """All clicks grouped by frame, at most `limits.clicks_per_frame` per frame and `limits.clicks` in all
+    (the decoder's memory grows with the clicks of a frame: 10^5 of them would need hundreds of GB)."""
     default_frame = requested_slice(request, info)
     frames: Dict[int, Tuple[List[List[float]], List[int]]] = {}
+    total = 0
     for key, label in (("foreground", 1), ("background", 0)):
         clicks = request.get(key)
         if clicks is None or clicks == "":
             continue
         if not isinstance(clicks, (list, tuple)):
-            raise bad_request(f"{key} must be a list of clicks like [[i, j, k], ...], got {clicks!r}")
+            raise bad_request(f"{key} must be a list of clicks like [[i, j, k], ...], got {show(clicks)}")
+        total += len(clicks)
+        if total > limits.clicks:
+            raise too_large(f"{total} clicks or more in one request; this server accepts at most {limits.clicks} "
+                            "(--conf max_clicks)")
         for n, click in enumerate(clicks):
-            what = f"{key} click #{n} {click!r}"
+            what = f"{key} click #{n} {show(click)}"
             if not isinstance(click, (list, tuple)) or len(click) not in (2, 3):
                 raise bad_request(f"{what}: a click is [x, y] for 2D images or [i, j, k] for volumes")
             a, b = (number(v, what) for v in click[:2])
@@ -76,6 +87,9 @@ def parse_clicks(request: dict, info: ImageInfo) -> Dict[int, FramePrompt]:
             x, y = a, b
             _check_inside(x, y, info, what)
             points, labels = frames.setdefault(k, ([], []))
+            if len(points) >= limits.clicks_per_frame:
+                raise too_large(f"more than {limits.clicks_per_frame} clicks on frame {k}; this server accepts at "
+                                f"most {limits.clicks_per_frame} per frame (--conf max_clicks_per_frame)")
             points.append([x, y])
             labels.append(label)
     return {k: FramePrompt(np.array(p, dtype=np.float64), np.array(l, dtype=np.int64)) for k, (p, l) in frames.items()}
@@ -87,8 +101,8 @@ def parse_roi(request: dict, info: ImageInfo):
     if roi is None or roi == "" or roi == []:
         return None, None
     if not isinstance(roi, (list, tuple)) or len(roi) not in (4, 6):
-        raise bad_request(f"roi must be [x0, y0, x1, y1] or [i0, i1, j0, j1, k0, k1], got {roi!r}")
-    v = [number(r, f"roi {roi!r}") for r in roi]
+        raise bad_request(f"roi must be [x0, y0, x1, y1] or [i0, i1, j0, j1, k0, k1], got {show(roi)}")
+    v = [number(r, f"roi {show(roi)}") for r in roi]
     if len(roi) == 4:
         x0, y0, x1, y1 = v
         frame = None
@@ -98,14 +112,14 @@ def parse_roi(request: dict, info: ImageInfo):
         frame = frame_index(float(int((k0 + k1) // 2)), f"roi frame range {k0:g}..{k1:g}", info)
     x0, x1 = sorted((x0, x1))
     y0, y1 = sorted((y0, y1))
-    _check_inside(x0, y0, info, f"roi {roi!r}")
-    _check_inside(x1, y1, info, f"roi {roi!r}")
+    _check_inside(x0, y0, info, f"roi {show(roi)}")
+    _check_inside(x1, y1, info, f"roi {show(roi)}")
     return [x0, y0, x1, y1], frame
 
 
-def interactive_prompt(request: dict, info: ImageInfo):
+def interactive_prompt(request: dict, info: ImageInfo, limits: RequestLimits):
     """(frame, FramePrompt) for a single-frame request."""
-    frames = parse_clicks(request, info)
+    frames = parse_clicks(request, info, limits)
     box, roi_frame = parse_roi(request, info)
     frame = requested_slice(request, info)
     if frame is None:
@@ -127,10 +141,32 @@ def mask_input(request: dict, size: int) -> Optional[np.ndarray]:
     m = request.get("mask_input")
     if m is None or m == "":
         return None
+    if not isinstance(m, list) or len(m) != size:
+        raise bad_request(f"mask_input must be a {size} x {size} array of numbers")
     try:
         a = np.asarray(m, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad_request(f"mask_input must be a {size} x {size} array of numbers") from None
     if a.shape != (size, size) or not np.all(np.isfinite(a)):
         raise bad_request(f"mask_input must be a {size} x {size} array of finite numbers, got shape {a.shape}")
     return a
+
+
+def propagation_range(request: dict, info: ImageInfo, limits: RequestLimits) -> Optional[Tuple[int, int]]:
+    """`frames: [first, last]` (inclusive) of a propagation, or None for all frames; a propagation segments at
+    most `limits.propagation_frames` frames (one encoder pass each)."""
+    r = request.get("frames")
+    if r is None or r == "" or r == []:
+        if info.frames > limits.propagation_frames:
+            raise too_large(f"the image has {info.frames} frames; one propagation covers at most "
+                            f"{limits.propagation_frames} (--conf max_propagation_frames): give `frames: [first, last]`")
+        return None
+    if not isinstance(r, (list, tuple)) or len(r) != 2:
+        raise bad_request(f"frames must be [first, last] (inclusive), got {show(r)}")
+    lo, hi = (frame_index(v, "frames", info) for v in r)
+    if lo > hi:
+        raise bad_request(f"frames [{lo}, {hi}]: first must not be after last")
+    if hi - lo + 1 > limits.propagation_frames:
+        raise too_large(f"frames [{lo}, {hi}] are {hi - lo + 1} frames; one propagation covers at most "
+                        f"{limits.propagation_frames} (--conf max_propagation_frames)")
+    return lo, hi

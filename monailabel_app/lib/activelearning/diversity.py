@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from ..app_conf import RequestLimits
 from ..image_io import DecodedImages, inspect_image
 from ..model_service import ModelService
 
@@ -22,12 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 class Diversity(Strategy):
-    def __init__(self, service: ModelService, decoded: DecodedImages, max_voxels: int, frames_per_volume: int = 4,
+    def __init__(self, service: ModelService, decoded: DecodedImages, limits: RequestLimits, frames_per_volume: int = 4,
                  max_candidates: int = 256):
         super().__init__("Unlabelled image whose pooled SAMUS embedding is farthest from the labelled images")
         self.service = service
         self.decoded = decoded
-        self.max_voxels = max_voxels
+        self.limits = limits
         self.frames_per_volume = frames_per_volume
         self.max_candidates = max_candidates
         self._vectors: Dict[tuple, np.ndarray] = {}
@@ -35,7 +36,7 @@ class Diversity(Strategy):
 
     def _vector(self, path: str, served) -> Optional[np.ndarray]:
         try:
-            info = inspect_image(path, self.max_voxels)
+            info = inspect_image(path, self.limits)
         except HTTPException as e:
             logger.warning(f"diversity: skipping {path}: {e.detail}")
             return None

@@ -4,8 +4,9 @@ from typing import Dict, Optional, Tuple
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from ..app_conf import RequestLimits
 from ..errors import unavailable
-from ..image_access import ImageAccess
+from ..image_access import DATASTORE, UPLOAD, ImageAccess
 from ..image_io import DecodedImages, ImageInfo, inspect_image
 from ..model_service import ModelService, Served
 
@@ -15,7 +16,7 @@ LABELS = ["object"]  # SAMUS segments whatever is clicked: one binary label
 
 
 class SamusInferBase(InferTask):
-    def __init__(self, service: ModelService, access: ImageAccess, decoded: DecodedImages, max_voxels: int,
+    def __init__(self, service: ModelService, access: ImageAccess, decoded: DecodedImages, limits: RequestLimits,
                  description: str, config: Optional[Dict] = None):
         # DEEPGROW makes the official Slicer plugin offer the task under SmartEdit; dimension 2 makes it send
         # the current frame as `slice` with the clicks of that frame.
@@ -24,7 +25,7 @@ class SamusInferBase(InferTask):
         self.service = service
         self.access = access
         self.decoded = decoded
-        self.max_voxels = max_voxels
+        self.limits = limits
 
     def is_valid(self) -> bool:
         return True
@@ -41,8 +42,8 @@ class SamusInferBase(InferTask):
             raise unavailable(f"the model cannot be loaded: {e}") from None
 
     def open_image(self, request: dict) -> ImageInfo:
-        uploaded = self.access.check_path(request.get("image"))
-        return inspect_image(request["image"], self.max_voxels, uploaded=uploaded)
+        source = self.access.check_path(request)
+        return inspect_image(request["image"], self.limits, uploaded=source == UPLOAD, client_file=source != DATASTORE)
 
     def embedding(self, served: Served, info: ImageInfo, frame: int) -> Tuple[object, bool]:
         """(image embedding of the frame, whether it came from the cache). Decodes only on a miss."""

@@ -17,7 +17,7 @@ class SamusInfer(SamusInferBase):
     def __call__(self, request):
         t0 = time.perf_counter()
         info = self.open_image(request)
-        frame, prompt = interactive_prompt(request, info)
+        frame, prompt = interactive_prompt(request, info, self.limits)
         ext, dtype = check_result_format(info, request.get("result_extension"), request.get("result_dtype"))
         served = self.served()
         low_res_size = 4 * served.predictor.model.config.grid_size

@@ -7,7 +7,7 @@ from samus.propagate import DIRECTIONS, FramePrompt, PropagationOptions, propaga
 
 from ..errors import bad_request
 from ..image_io import check_result_format, write_label
-from ..request_prompts import frame_index, number, parse_clicks, parse_roi, requested_slice
+from ..request_prompts import number, parse_clicks, parse_roi, propagation_range, requested_slice
 from .base import SamusInferBase
 
 
@@ -32,11 +32,11 @@ class SamusPropagate(SamusInferBase):
     def __call__(self, request):
         t0 = time.perf_counter()
         info = self.open_image(request)
-        prompts = parse_clicks(request, info)  # frame -> FramePrompt
+        prompts = parse_clicks(request, info, self.limits)  # frame -> FramePrompt
         box, roi_frame = parse_roi(request, info)
         opts = _options(request)
         ext, dtype = check_result_format(info, request.get("result_extension"), request.get("result_dtype"))
-        frame_range = self._frame_range(request, info)
+        frame_range = propagation_range(request, info, self.limits)
 
         if box is not None:
             k = roi_frame if roi_frame is not None else requested_slice(request, info)
@@ -78,15 +78,3 @@ class SamusPropagate(SamusInferBase):
             "latencies": {"propagate": round(t1 - t0, 4), "write": round(t2 - t1, 4), "total": round(t2 - t0, 4),
                           "frames_per_second": round(len(frames) / max(t1 - t0, 1e-9), 2)},
         }
-
-    @staticmethod
-    def _frame_range(request: dict, info):
-        r = request.get("frames")
-        if r is None or r == "" or r == []:
-            return None
-        if not isinstance(r, (list, tuple)) or len(r) != 2:
-            raise bad_request(f"frames must be [first, last] (inclusive), got {r!r}")
-        lo, hi = (frame_index(v, "frames", info) for v in r)
-        if lo > hi:
-            raise bad_request(f"frames [{lo}, {hi}]: first must not be after last")
-        return lo, hi

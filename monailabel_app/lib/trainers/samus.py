@@ -11,7 +11,9 @@ nothing. Submitted labels are copied at the start, so labels saved during traini
 import contextlib
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import time
 from datetime import datetime
@@ -28,6 +30,7 @@ from samus import read_checkpoint
 from samus.atomic import atomic_path
 from samus.train import train_on_pairs
 
+from ..errors import show
 from ..model_service import ModelService
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,12 @@ PRECISIONS = ["fp32", "bf16"]
 
 class TrainRequestError(ValueError):
     pass
+
+
+_INTEGER = re.compile(r"\s*-?[0-9]{1,18}\s*")
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,2})?|[A-Za-z0-9 _.()-]{1,100}(:[0-9]{1,2})?")  # names: device_list()
+_GPUS = re.compile(r"all|[0-9]{1,2}(,[0-9]{1,2}){0,31}")
 
 
 def _atomic_json(path: str, obj) -> None:
@@ -96,49 +105,64 @@ class SamusTrainTask(TrainTask):
         return stats
 
     # ---------------------------------------------------------------------------------------- request
+    def check_request(self, request: dict) -> dict:
+        """The checked options of a train request; TrainRequestError names the first bad one. The server calls
+        this before MONAI Label starts the train subprocess, so a bad request gets a 400 at once."""
+        return self._options(request)
+
     def _options(self, request: dict) -> dict:
+        if not isinstance(request, dict):
+            raise TrainRequestError(f"training options must be a JSON object, got {type(request).__name__}")
         req = {k: (v[0] if isinstance(v, list) and v else v) for k, v in self._config.items()}
         req.update({k: (v[0] if isinstance(v, list) and k in ("train_mode", "precision", "device") and v else v)
                     for k, v in request.items()})
 
-        def integer(key, low):
+        def integer(key, low, high):
             v = req[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float, str)) or not str(v).lstrip("-").isdigit() \
-                    or int(v) < low:
-                raise TrainRequestError(f"{key} must be an integer >= {low}, got {v!r}")
-            return int(v)
-
-        def number(key, low, high):
-            try:
-                v = float(req[key])
-            except (TypeError, ValueError):
-                raise TrainRequestError(f"{key} must be a number, got {req[key]!r}") from None
-            if not low <= v < high:
-                raise TrainRequestError(f"{key} must be in [{low}, {high}), got {v}")
+            if isinstance(v, str) and _INTEGER.fullmatch(v):
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise TrainRequestError(f"{key} must be an integer in [{low}, {high}], got {show(v)}")
             return v
 
+        def number(key, low, high):
+            v = req[key]
+            try:
+                f = float(v) if not isinstance(v, bool) else math.nan
+            except (TypeError, ValueError, OverflowError):
+                f = math.nan
+            if not low <= f < high:  # also False for NaN
+                raise TrainRequestError(f"{key} must be a number in [{low}, {high}), got {show(v)}")
+            return f
+
         if req["train_mode"] not in TRAIN_MODES:
-            raise TrainRequestError(f"train_mode must be one of {TRAIN_MODES}, got {req['train_mode']!r}")
+            raise TrainRequestError(f"train_mode must be one of {TRAIN_MODES}, got {show(req['train_mode'])}")
         if req["precision"] not in PRECISIONS:
-            raise TrainRequestError(f"precision must be one of {PRECISIONS}, got {req['precision']!r}")
-        name = str(req["name"])
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise TrainRequestError(f"name {name!r} must be a plain folder name")
+            raise TrainRequestError(f"precision must be one of {PRECISIONS}, got {show(req['precision'])}")
+        name = req["name"]
+        if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+            raise TrainRequestError(f"name {show(name)} must be a plain folder name (letters, digits, . _ -)")
+        device = req.get("device")
+        if device is not None and (not isinstance(device, str) or not _DEVICE.fullmatch(device)):
+            raise TrainRequestError(f"device must be cpu, cuda, cuda:N or a name from /info, got {show(device)}")
+        gpus = req.get("gpus") or "all"
+        if not isinstance(gpus, str) or not _GPUS.fullmatch(gpus):  # becomes CUDA_VISIBLE_DEVICES
+            raise TrainRequestError(f"gpus must be 'all' or GPU indices like '0,1', got {show(gpus)}")
         lr = number("learning_rate", 1e-12, 1.0)
         return {
             "name": name,
-            "epochs": integer("max_epochs", 1),
+            "epochs": integer("max_epochs", 1, 100_000),
             "val_split": number("val_split", 0.0, 1.0),
-            "batch_size": integer("train_batch_size", 1),
+            "batch_size": integer("train_batch_size", 1, 1024),
             "lr": lr,
             "train_mode": req["train_mode"],
             "bf16": req["precision"] == "bf16",
-            "clicks": integer("clicks", 1),
-            "max_steps_per_epoch": integer("max_steps_per_epoch", 0) or None,
-            "seed": integer("seed", 0),
-            "device": name_to_device(req.get("device")),
+            "clicks": integer("clicks", 1, 64),
+            "max_steps_per_epoch": integer("max_steps_per_epoch", 0, 10**9) or None,
+            "seed": integer("seed", 0, 2**32 - 1),
+            "device": name_to_device(device),
             "multi_gpu": str(req.get("multi_gpu")).lower() in ("true", "1"),
-            "gpus": req.get("gpus") or "all",
+            "gpus": gpus,
         }
 
     # ---------------------------------------------------------------------------------------- data
