@@ -20,6 +20,15 @@ def load_png(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny-model ops are too small to gain from a second thread; on a busy 2-core machine it costs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def sample_pairs():
     """(image path, mask path) for the bundled BUSI sample images."""

@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "busi"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The tiny model's ops are too small to gain from a second thread; on a busy 2-core machine it costs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .augment import augment_pair
 from .preprocess import preprocess_image
-from .prompts import jittered_box, middle_click, random_clicks, tight_box
+from .prompts import first_prompt, jittered_box, middle_click, random_clicks, tight_box
 
 IMAGE_SIZE = 256
 LOW_RES_SIZE = 128
@@ -146,11 +146,14 @@ def load_image(path, frame: Optional[int] = None, cache: Optional[dict] = None) 
     return _take_frame(_cached_read(path, cache), frame, os.fspath(path))
 
 
-def binarize_mask(mask: np.ndarray, class_id: int = 1) -> np.ndarray:
-    """H x W [x C] label -> H x W bool of `class_id`.
+ALL_CLASSES = "all"  # class_id meaning "every labelled class, each one a separate target"
 
-    0/1 and class-id labels compare with `class_id`; a binary label saved as 0/255 (or 0/65535) counts
-    its non-zero value as class 1. Colour labels use their largest channel.
+
+def class_map(mask: np.ndarray) -> np.ndarray:
+    """H x W [x C] label -> H x W integer class ids (0 = background).
+
+    0/1 and class-id labels keep their values; a binary label saved as 0/255 (or 0/65535) becomes 0/1;
+    colour labels use their largest channel.
     """
     m = np.asarray(mask)
     if m.ndim == 3:
@@ -158,18 +161,51 @@ def binarize_mask(mask: np.ndarray, class_id: int = 1) -> np.ndarray:
     if m.ndim != 2:
         raise ValueError(f"label must be H x W (got shape {m.shape})")
     if m.dtype == bool:
-        return m if class_id == 1 else np.zeros_like(m)
+        return m.astype(np.uint8)
     if np.issubdtype(m.dtype, np.floating):
         m = np.rint(m)
     top = m.max() if m.size else 0
     if top in (255, 65535):
         fg = m == top
         if not np.any(m[~fg]):  # only 0 and the top value: a binary label saved as 0/255
-            return fg if class_id == 1 else np.zeros(m.shape, bool)
-    return m == class_id
+            return fg.astype(np.uint8)
+    return m
 
 
-def load_mask(path, class_id: int = 1, frame: Optional[int] = None, cache: Optional[dict] = None) -> np.ndarray:
+def binarize_mask(mask: np.ndarray, class_id=1) -> np.ndarray:
+    """H x W [x C] label -> H x W bool of `class_id` (`ALL_CLASSES`: any labelled class)."""
+    m = class_map(mask)
+    return m != 0 if class_id == ALL_CLASSES else m == class_id
+
+
+def label_targets(label: np.ndarray, class_id=1, components: bool = False,
+                  min_fraction: float = 0.0) -> List[Tuple[int, np.ndarray]]:
+    """The segmentation targets of one label frame as [(class id, H x W bool)].
+
+    One target per class (`class_id`, or every class present with `ALL_CLASSES`); with `components`, one per
+    8-connected structure of each class, because a click on one nerve must segment that nerve, not every
+    nerve. Structures smaller than `min_fraction` of the image are annotation specks, not targets. A label
+    without any target gives one empty target (a "nothing here" sample)."""
+    from scipy import ndimage
+
+    m = class_map(label)
+    classes = [int(c) for c in np.unique(m) if c != 0] if class_id == ALL_CLASSES else [int(class_id)]
+    targets: List[Tuple[int, np.ndarray]] = []
+    for c in classes:
+        fg = m == c
+        if not components:
+            if fg.any() or class_id != ALL_CLASSES:
+                targets.append((c, fg))
+            continue
+        regions, n = ndimage.label(fg, structure=np.ones((3, 3), bool))
+        areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+        targets += [(c, regions == i + 1) for i in range(n) if areas[i] >= max(1.0, min_fraction * m.size)]
+    if not targets:
+        targets.append((classes[0] if classes else 1, np.zeros(m.shape, bool)))
+    return targets
+
+
+def load_mask(path, class_id=1, frame: Optional[int] = None, cache: Optional[dict] = None) -> np.ndarray:
     """A label (or one frame of a label volume) as an H x W bool mask of `class_id`."""
     path = _require_file(path, "label")
     return binarize_mask(_take_frame(_cached_read(path, cache), frame, path), class_id)
@@ -187,14 +223,26 @@ def _cached_read(path, cache: Optional[dict]) -> Tuple[np.ndarray, Optional[int]
 
 
 # ----------------------------------------------------------------------------------------------- item lists
-def make_item(image, mask, class_id: int = 1, frame: Optional[int] = None, id: Optional[str] = None) -> Item:
+def make_item(image, mask, class_id=1, frame: Optional[int] = None, id: Optional[str] = None) -> Item:
     image, mask = os.fspath(image), os.fspath(mask)
     if id is None:
         id = file_stem(image) + (f"#{frame}" if frame is not None else "")
-    return {"image": image, "mask": mask, "class_id": int(class_id), "frame": frame, "id": id}
+    return {"image": image, "mask": mask, "class_id": _class_id(class_id), "frame": frame, "id": id}
 
 
-def pair_items(pairs: Iterable[Tuple[object, object]], class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+def _class_id(class_id):
+    if class_id == ALL_CLASSES:
+        return ALL_CLASSES
+    try:
+        value = int(class_id)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1 or str(value) != str(class_id).strip():
+        raise ValueError(f"class id must be a label value >= 1 or {ALL_CLASSES!r}, got {class_id!r}")
+    return value
+
+
+def pair_items(pairs: Iterable[Tuple[object, object]], class_id=1, labelled_only: bool = True) -> List[Item]:
     """(image, label) file pairs -> items. Volumes expand to one item per frame (last axis); with
     `labelled_only`, frames whose label lacks `class_id` are skipped (they are not training samples)."""
     items: List[Item] = []
@@ -208,7 +256,7 @@ def pair_items(pairs: Iterable[Tuple[object, object]], class_id: int = 1, labell
     return items
 
 
-def volume_items(image, label, class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+def volume_items(image, label, class_id=1, labelled_only: bool = True) -> List[Item]:
     """One item per frame (last axis) of a 3D / 2D+time volume; frames without the class are skipped."""
     image = _require_file(image, "image")
     label = _require_file(label, "label")
@@ -278,7 +326,7 @@ def find_mask(image: Path, mask_dir: Path) -> Path:
     raise FileNotFoundError(f"no mask for image {image} in {mask_dir} (tried {tried[0].name}, {tried[1].name}, ...)")
 
 
-def folder_items(root, split: Optional[str] = None, class_id: int = 1, labelled_only: bool = True) -> List[Item]:
+def folder_items(root, split: Optional[str] = None, class_id=1, labelled_only: bool = True) -> List[Item]:
     """Items of an images/ + masks/ folder. With `split`, `root/splits.json` ({split: [file names]}) selects
     the images; without it every image is used. Volumes expand into labelled frames."""
     root = Path(root)
@@ -356,7 +404,7 @@ def detect_layout(root) -> str:
     return "us30k" if (root / "MainPatient").is_dir() else "folder"
 
 
-def load_items(root, split: Optional[str], layout: str = "auto", class_id: int = 1) -> List[Item]:
+def load_items(root, split: Optional[str], layout: str = "auto", class_id=1) -> List[Item]:
     layout = detect_layout(root) if layout == "auto" else layout
     if layout == "us30k":
         return us30k_items(root, split or "train")
@@ -376,79 +424,140 @@ def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(m[rows[:, None], cols[None, :]]))
 
 
-def decode_item(item: Item, cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """-> (256 x 256 float32 image in [0, 1], 256 x 256 uint8 mask). Errors name the offending files."""
+def _load_pair(item: Item, cache: Optional[dict]) -> Tuple[np.ndarray, np.ndarray]:
+    """(image, label frame) of an item at the original size; errors name the offending files."""
     image = load_image(item["image"], item.get("frame"), cache)
-    mask = load_mask(item["mask"], int(item.get("class_id", 1)), item.get("frame"), cache)
-    if image.shape[:2] != mask.shape:
+    label = _take_frame(_cached_read(_require_file(item["mask"], "label"), cache), item.get("frame"), item["mask"])
+    if image.shape[:2] != label.shape[:2]:
         raise ValueError(f"image {item['image']} is {image.shape[1]}x{image.shape[0]} but its mask {item['mask']} "
-                         f"is {mask.shape[1]}x{mask.shape[0]}")
+                         f"is {label.shape[1]}x{label.shape[0]}")
+    return image, label
+
+
+def _model_image(item: Item, image: np.ndarray) -> torch.Tensor:
     try:
-        img = preprocess_image(image, IMAGE_SIZE)[0, 0]
+        return preprocess_image(image, IMAGE_SIZE)[0, 0]
     except ValueError as e:
         raise ValueError(f"image {item['image']}: {e}") from e
-    return img, resize_mask(mask, IMAGE_SIZE)
+
+
+def decode_item(item: Item, cache: Optional[dict] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> (256 x 256 float32 image in [0, 1], 256 x 256 uint8 mask of the item's class)."""
+    image, label = _load_pair(item, cache)
+    return _model_image(item, image), resize_mask(binarize_mask(label, item.get("class_id", 1)), IMAGE_SIZE)
+
+
+def decode_targets(item: Item, cache: Optional[dict] = None, components: bool = False,
+                   min_fraction: float = 0.0) -> Tuple[torch.Tensor, List[Tuple[int, torch.Tensor]]]:
+    """-> (256 x 256 float32 image, [(class id, 256 x 256 uint8 mask)] of `label_targets`). Targets found at
+    the original size that vanish at 256 x 256 are dropped (at least one target is always kept)."""
+    image, label = _load_pair(item, cache)
+    found = label_targets(label, item.get("class_id", 1), components, min_fraction)
+    targets = [(c, resize_mask(m, IMAGE_SIZE)) for c, m in found]
+    kept = [t for t in targets if t[1].any()] or targets[:1]
+    return _model_image(item, image), kept
+
+
+def _decode_all(items: Sequence[Item], fn) -> list:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one small resize per call: intra-op threads only add overhead here
+    try:
+        if all(it.get("frame") is None for it in items) and len(items) > 8:
+            # 2D files: decode in threads (Pillow and torch release the GIL).
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                return list(pool.map(lambda it: fn(it, None), items))
+        cache: dict = {}  # volume items of one file are adjacent, so each volume is read once
+        return [fn(it, cache) for it in items]
+    finally:
+        torch.set_num_threads(threads)
+
+
+PROMPT_MODES = ("interactive", "fixed")
 
 
 class SamusDataset(Dataset):
-    """Decoded 256 x 256 samples, cached in memory.
+    """Decoded 256 x 256 samples, cached in memory; one sample per segmentation target.
 
     Each sample is a dict: `image` 1x256x256 float32 in [0, 1]; `mask` 1x256x256 float32 {0, 1};
     `low_mask` 1x128x128 (nearest); `point_coords` Nx2 float32 (x=col, y=row, 256 space); `point_labels`
-    N int64; `box` 4 float32 (x1, y1, x2, y2); `index`; `id`.
+    N int64; `box` 4 float32 (x1, y1, x2, y2); `index`; `id`; `dataset` (index into `dataset_names`).
 
-    `train=True`: authors' augmentation (if `augment`), `clicks` random positive clicks (+ `neg_clicks`
-    negatives) and a jittered box, drawn from a generator seeded by (seed, epoch, index) so runs and
-    resumed runs repeat exactly. `train=False`: no augmentation, the deterministic middle click, tight box.
+    Targets: by default one per item (its class); with `components`, every class present (items with class
+    `ALL_CLASSES`) and every separate structure of a class is its own sample (`label_targets`).
+
+    `train=True`: authors' augmentation (if `augment`) and random prompts drawn from a generator seeded by
+    (seed, epoch, index), so runs and resumed runs repeat exactly. Prompts `fixed`: `clicks` random
+    positive clicks (+ `neg_clicks` negatives), the authors' rule; `interactive`: the varied first prompt of
+    `samus.prompts.first_prompt` as `max_points` rows padded with label -1 (boxes as corner labels 2 / 3).
+    `train=False`: no augmentation, the deterministic middle click, tight box.
     """
 
     def __init__(self, items: Sequence[Item], train: bool = True, augment: bool = True, clicks: int = 1,
-                 neg_clicks: int = 0, seed: int = 0):
+                 neg_clicks: int = 0, seed: int = 0, prompts: str = "fixed", max_points: int = 8,
+                 components: bool = False, min_fraction: float = 0.001):
         if not items:
             raise ValueError("no samples: the item list is empty")
         if clicks < 1 or neg_clicks < 0:
             raise ValueError(f"need clicks >= 1 and neg_clicks >= 0 (got {clicks}, {neg_clicks})")
+        if prompts not in PROMPT_MODES:
+            raise ValueError(f"unknown prompt mode {prompts!r}; choose one of {PROMPT_MODES}")
+        if max_points < 3:
+            raise ValueError(f"max_points must be >= 3 (a box and a click), got {max_points}")
         self.items = list(items)
         self.train, self.augment = train, augment
         self.clicks, self.neg_clicks = clicks, neg_clicks
+        self.prompts, self.max_points = prompts, max_points
         self.seed, self.epoch = seed, 0
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one small resize per call: intra-op threads only add overhead here
-        try:
-            if all(it.get("frame") is None for it in self.items) and len(self.items) > 8:
-                # 2D files: decode in threads (Pillow and torch release the GIL).
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                    decoded = list(pool.map(decode_item, self.items))
-            else:
-                cache: dict = {}  # volume items of one file are adjacent, so each volume is read once
-                decoded = [decode_item(it, cache) for it in self.items]
-        finally:
-            torch.set_num_threads(threads)
+        decoded = _decode_all(self.items, lambda it, cache: decode_targets(it, cache, components, min_fraction))
         # float16 halves the memory of the cache; its 11-bit mantissa is finer than 8-bit input.
         self.images = torch.stack([d[0] for d in decoded]).to(torch.float16)
-        self.masks = torch.stack([d[1] for d in decoded])
+        # Per image a map of target numbers (1..T; targets never overlap), and the list of (image, number).
+        self.targets = torch.zeros((len(decoded), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+        self.samples: List[Tuple[int, int, int]] = []  # (image index, target number, class id)
+        names = sorted({str(it.get("dataset", "")) for it in self.items})
+        self.dataset_names = names
+        self.sample_dataset: List[int] = []
+        for i, (_, targets) in enumerate(decoded):
+            if len(targets) > 255:
+                raise ValueError(f"{self.items[i]['image']}: more than 255 targets in one label")
+            for t, (class_id, m) in enumerate(targets, 1):
+                self.targets[i][m.bool()] = t
+                self.samples.append((i, t, class_id))
+                self.sample_dataset.append(names.index(str(self.items[i].get("dataset", ""))))
+        # Sample ids: the item's id, plus ":class.structure" when an item gives several targets.
+        several = len(self.samples) != len(self.items)
+        counts: Dict[Tuple[int, int], int] = {}
+        self.ids = []
+        for i, _, class_id in self.samples:
+            counts[(i, class_id)] = counts.get((i, class_id), 0) + 1
+            base = str(self.items[i]["id"])
+            self.ids.append(f"{base}:{class_id}.{counts[(i, class_id)]}" if several else base)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        image = self.images[index].float()[None]
-        mask = self.masks[index].float()[None]
+        i, t, _ = self.samples[index]
+        image = self.images[i].float()[None]
+        mask = (self.targets[i] == t).float()[None]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.train and self.augment:
             image, mask = augment_pair(image, mask, rng)
         m = mask[0].numpy() > 0.5
-        if self.train:
-            coords, labels = random_clicks(m, rng, self.clicks, self.neg_clicks)
-            box = jittered_box(m, rng)
-        else:
+        if not self.train:
             coords, labels = middle_click(m)
             box = tight_box(m)
+        elif self.prompts == "interactive":
+            coords, labels = first_prompt(m, rng, self.max_points)
+            box = jittered_box(m, rng)
+        else:
+            coords, labels = random_clicks(m, rng, self.clicks, self.neg_clicks)
+            box = jittered_box(m, rng)
         low = F.interpolate(mask[None], size=(LOW_RES_SIZE, LOW_RES_SIZE), mode="nearest-exact")[0]
         return {
             "image": image,
@@ -458,5 +567,62 @@ class SamusDataset(Dataset):
             "point_labels": torch.as_tensor(labels, dtype=torch.int64),
             "box": torch.as_tensor(box, dtype=torch.float32),
             "index": index,
-            "id": str(self.items[index]["id"]),
+            "id": self.ids[index],
+            "dataset": self.sample_dataset[index],
         }
+
+
+# ----------------------------------------------------------------------------------------------- several data sets
+def parse_data_spec(text: str) -> Tuple[str, float]:
+    """'FOLDER' or 'FOLDER:WEIGHT' -> (folder, weight); the weight sets how often training draws from it."""
+    path, sep, tail = str(text).rpartition(":")
+    if sep and path:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return str(text), 1.0
+        if not (weight > 0 and np.isfinite(weight)):
+            raise ValueError(f"data set weight must be a positive number, got {tail!r} in {text!r}")
+        return path, weight
+    return str(text), 1.0
+
+
+def dataset_name(folder) -> str:
+    return Path(os.path.abspath(os.fspath(folder))).name or "data"
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """Draws `num_samples` indices per epoch: a data set with probability proportional to its weight,
+    then the next sample of that data set's shuffled list (so every sample is seen before any repeats).
+    Deterministic for (seed, epoch); with several processes each rank takes every world-th index."""
+
+    def __init__(self, groups: Sequence[int], weights: Sequence[float], num_samples: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        if len(self.weights) == 0 or self.groups.size == 0 or self.groups.max() >= len(self.weights):
+            raise ValueError("every sample's data set needs a weight")
+        present = np.bincount(self.groups, minlength=len(self.weights)) > 0
+        if not np.all(self.weights[present] > 0):
+            raise ValueError(f"data set weights must be positive, got {list(self.weights)}")
+        self.p = np.where(present, self.weights, 0.0) / np.where(present, self.weights, 0.0).sum()
+        self.num_samples = int(num_samples)
+        self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.world)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        members = [rng.permutation(np.nonzero(self.groups == g)[0]) for g in range(len(self.weights))]
+        used = [0] * len(members)
+        order = []
+        for g in rng.choice(len(self.weights), size=len(self) * self.world, p=self.p):
+            if used[g] == len(members[g]):
+                members[g], used[g] = rng.permutation(members[g]), 0
+            order.append(int(members[g][used[g]]))
+            used[g] += 1
+        return iter(order[self.rank::self.world])

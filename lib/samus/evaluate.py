@@ -31,7 +31,7 @@ from scipy import ndimage
 from .metrics import dice_score, segmentation_metrics, summarize
 from .overlay import save_overlay
 from .preprocess import preprocess_image
-from .prompts import interior_distance
+from .prompts import next_click  # noqa: F401  (part of this module's API)
 
 PROTOCOLS = ("1click", "kclick")
 REPORT_FORMAT = "samus-eval-report"
@@ -41,41 +41,6 @@ CSV_FIELDS = ("id", "protocol", "n_clicks", "dice", "iou", "hd95", "score", "gt_
 
 
 # ---- click simulation ---------------------------------------------------------------------------------
-def next_click(pred: np.ndarray, gt: np.ndarray, rng: Optional[np.random.Generator] = None,
-               previous: Sequence[Sequence[float]] = ()) -> Optional[Tuple[int, int, int]]:
-    """The corrective click for prediction `pred` against `gt` as (x, y, label), or None when pred == gt.
-
-    The largest 8-connected region of missed foreground (label 1) or false foreground (label 0) is chosen
-    (ties: missed foreground first, then the region met first in row-major order); the click is the pixel
-    of that region farthest from its boundary. Equally far pixels are chosen between with `rng` (first in
-    row-major order without one); pixels already clicked are avoided while the region has others.
-    """
-    pred = np.asarray(pred, dtype=bool)
-    gt = np.asarray(gt, dtype=bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    best = None  # (area, is_fn, region mask)
-    for label, error in ((1, gt & ~pred), (0, pred & ~gt)):
-        if not error.any():
-            continue
-        regions, n = ndimage.label(error, structure=np.ones((3, 3), bool))
-        areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
-        i = int(np.argmax(areas))  # first largest region in row-major order of first pixel
-        if best is None or areas[i] > best[0]:
-            best = (int(areas[i]), label, regions == i + 1)
-    if best is None:
-        return None
-    _, label, region = best
-    dist = interior_distance(region)  # the image border is a boundary too: clicks stay off the edges
-    for x, y, *_ in previous:
-        xi, yi = int(round(x)), int(round(y))
-        if 0 <= yi < dist.shape[0] and 0 <= xi < dist.shape[1] and region.sum() > 1:
-            dist[yi, xi] = 0.0
-    ys, xs = np.nonzero(dist == dist.max())
-    j = int(rng.integers(len(ys))) if rng is not None and len(ys) > 1 else 0
-    return int(xs[j]), int(ys[j]), label
-
-
 def item_rng(seed: int, item_id: str) -> np.random.Generator:
     """One generator per image, so an image's clicks do not depend on which images come before it."""
     return np.random.default_rng([int(seed), zlib.crc32(str(item_id).encode("utf-8"))])

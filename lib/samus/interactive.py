@@ -1,0 +1,155 @@
+"""Simulated interactive sessions: the click-simulation training of interactive segmentation models.
+
+The recipe of RITM and SAM: after a first prompt the model predicts, a simulated user clicks into the
+largest error region (positive in a miss, negative in a false alarm, away from the region's border), and
+the previous low-res logits go back in as `mask_input`. Earlier rounds run without gradients, so a round
+costs one prompt-encoder + mask-decoder pass; the loss is taken on the last round (or on every round).
+
+Prompts are padded rows (x, y, label) in 256-pixel space with SAM's point-embedding labels: 0 negative,
+1 positive, 2 / 3 box corners, -1 padding. `embed_points` turns such rows into exactly the sparse
+embedding SAM's `PromptEncoder` gives for the same clicks and box, but for a batch whose samples carry
+different numbers and kinds of prompts.
+"""
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .prompts import PAD_LABEL, next_click
+
+
+def embed_points(prompt_encoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """B x N x 2 coordinates and B x N labels in {-1, 0, 1, 2, 3} -> B x N x C sparse embeddings."""
+    pe = prompt_encoder
+    with _full_precision(coords):  # random Fourier features of pixel positions need float32, as at inference
+        emb = pe.pe_layer.forward_with_coords(coords.float() + 0.5, pe.input_image_size)  # pixel centres
+        lab = labels[..., None]
+        emb = torch.where(lab == PAD_LABEL, pe.not_a_point_embed.weight, emb)
+        for i, point_embedding in enumerate(pe.point_embeddings):
+            emb = emb + (lab == i).to(emb.dtype) * point_embedding.weight
+    return emb
+
+
+def _full_precision(t: torch.Tensor):
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def dense_embedding(prompt_encoder, batch: int, mask_input: Optional[torch.Tensor] = None,
+                    use_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SAM's dense prompt embedding: the encoded previous mask where `use_mask` is set, the learned
+    "no mask" embedding elsewhere."""
+    pe = prompt_encoder
+    h, w = pe.image_embedding_size
+    none = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+    if mask_input is None or use_mask is None or not bool(use_mask.any()):
+        return none
+    encoded = pe.mask_downscaling(mask_input)
+    return torch.where(use_mask.view(-1, 1, 1, 1), encoded, none.to(encoded.dtype))
+
+
+def decode_rows(model, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+                mask_input: Optional[torch.Tensor] = None,
+                use_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder + mask decoder for padded prompt rows -> (B x 1 x 128 x 128 logits, B x 1 IoU)."""
+    sparse = embed_points(model.prompt_encoder, coords, labels)
+    dense = dense_embedding(model.prompt_encoder, coords.shape[0], mask_input, use_mask)
+    with _full_precision(coords):
+        image_pe = model.prompt_encoder.get_dense_pe()
+    return model.mask_decoder(image_embeddings=embeddings, image_pe=image_pe,
+                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense.to(sparse.dtype),
+                              multimask_output=False)
+
+
+def corrective_clicks(model, low_logits: torch.Tensor, masks: torch.Tensor, rng: Optional[np.random.Generator],
+                      spread: float = 0.0, previous: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One simulated click per sample against the B x 1 x 256 x 256 target `masks`: (B x 1 x 2, B x 1);
+    a sample already perfect gets a padding row. `previous` (coords, labels) keeps clicks off pixels
+    already clicked."""
+    pred = (model.upscale(low_logits.float()) > 0)[:, 0].cpu().numpy()
+    gt = (masks[:, 0] > 0.5).cpu().numpy()
+    coords = np.zeros((len(pred), 1, 2), np.float32)
+    labels = np.full((len(pred), 1), PAD_LABEL, np.int64)
+    for b in range(len(pred)):
+        done = []
+        if previous is not None:
+            rows = zip(previous[0][b].tolist(), previous[1][b].tolist())
+            done = [(x, y) for (x, y), lab in rows if lab in (0, 1)]
+        click = next_click(pred[b], gt[b], rng, previous=done, spread=spread)
+        if click is not None:
+            coords[b, 0], labels[b, 0] = click[:2], click[2]
+    device = low_logits.device
+    return torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
+
+
+class InteractiveSession(nn.Module):
+    """A whole simulated session in one forward call (DistributedDataParallel needs exactly one).
+
+    forward(images, coords, labels, masks, rounds, rng) encodes the images once, runs `rounds` corrective
+    rounds and returns [(low-res logits, IoU prediction, prompt coords, prompt labels)] of the rounds that carry a loss: the last one, or
+    with `loss_every_round` every one (then all rounds keep their gradients). `mask_prob` is the chance that
+    a round feeds the previous logits back (so the model also learns to refine from clicks alone), `spread`
+    how far from the deepest error pixel a simulated click may land (see `samus.prompts.next_click`).
+    """
+
+    def __init__(self, model, mask_prob: float = 0.7, spread: float = 0.5, loss_every_round: bool = False):
+        super().__init__()
+        if not 0 <= mask_prob <= 1 or not 0 <= spread < 1:
+            raise ValueError(f"need 0 <= mask_prob <= 1 and 0 <= spread < 1 (got {mask_prob}, {spread})")
+        self.model = model
+        self.mask_prob, self.spread, self.loss_every_round = mask_prob, spread, loss_every_round
+
+    def forward(self, images: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                rounds: int, rng: np.random.Generator) -> List[Tuple[torch.Tensor, ...]]:
+        embeddings = self.model.image_encoder(images)
+        outputs: List[Tuple[torch.Tensor, ...]] = []
+        logits, use_mask = None, None
+        for r in range(rounds + 1):
+            last = r == rounds
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (last or self.loss_every_round)):
+                emb = embeddings if torch.is_grad_enabled() else embeddings.detach()
+                low, iou = decode_rows(self.model, emb, coords, labels, logits, use_mask)
+            if last or self.loss_every_round:
+                outputs.append((low, iou, coords, labels))
+            if last:
+                break
+            new_xy, new_lab = corrective_clicks(self.model, low.detach(), masks, rng, self.spread, (coords, labels))
+            coords, labels = torch.cat([coords, new_xy], 1), torch.cat([labels, new_lab], 1)
+            logits = low.detach().float()
+            use_mask = torch.from_numpy(rng.random(len(images)) < self.mask_prob).to(images.device)
+        return outputs
+
+
+@torch.no_grad()
+def click_curve(model, images: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                clicks: int, feed_mask: bool = True) -> torch.Tensor:
+    """Deterministic evaluation session on a batch: the given first prompt, then `clicks - 1` corrective
+    clicks at the deepest error pixel -> B x clicks Dice at 256 x 256 (empty vs empty scores 1)."""
+    embeddings = model.image_encoder(images)
+    gt = masks > 0.5
+    logits, use_mask, dice = None, None, []
+    for r in range(clicks):
+        low, _ = decode_rows(model, embeddings, coords, labels, logits, use_mask)
+        pred = model.upscale(low.float()) > 0
+        tp = (pred & gt).flatten(1).sum(1).double()
+        err = (pred ^ gt).flatten(1).sum(1).double()
+        dice.append((2 * tp + 1e-5) / (2 * tp + err + 1e-5))
+        if r + 1 < clicks:
+            new_xy, new_lab = corrective_clicks(model, low, masks, None, 0.0, (coords, labels))
+            coords, labels = torch.cat([coords, new_xy], 1), torch.cat([labels, new_lab], 1)
+            logits = low.float()
+            use_mask = torch.full((len(images),), feed_mask, dtype=torch.bool, device=images.device)
+    return torch.stack(dice, 1)
+
+
+def click_logits(low_logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Logits under each positive / negative click (bilinear on the 128 x 128 grid; coordinates in 256
+    space) and the click labels as float targets, for clicks only (no padding or box rows)."""
+    size = 2.0 * low_logits.shape[-1]  # the model input size the coordinates live in
+    grid = ((coords.float() + 0.5) / size * 2 - 1)[:, :, None, :]  # B x N x 1 x 2, (x, y) in [-1, 1]
+    values = torch.nn.functional.grid_sample(low_logits.float(), grid, mode="bilinear", align_corners=False)
+    values = values[:, 0, :, 0]  # B x N
+    is_click = (labels == 0) | (labels == 1)
+    return values[is_click], labels[is_click].float()
