@@ -2,6 +2,8 @@
 
     with running_server(studies_dir, conf={"checkpoint": "/path/model.pt"}) as base_url:
         MONAILabelClient(base_url).info()
+    with server_process(studies_dir) as server:  # also its process (server.proc.pid) and log
+        ...
 
 The server runs as `python -m monailabel.main start_server` from this repository's venv, on 127.0.0.1 and
 a free port, with MONAI Label's tracking, auto-scoring and datastore watching off. It is killed (with its
@@ -17,6 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
@@ -94,10 +97,17 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen  # the server process (uvicorn runs in it): its pid, memory
+    log_path: Path
+
+
 @contextlib.contextmanager
-def running_server(studies_dir, conf: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
-                   log_dir=None, timeout: float = 180.0) -> Iterator[str]:
-    """Start the server on a free port, wait for /info, yield its base URL, then kill it.
+def server_process(studies_dir, conf: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
+                   log_dir=None, timeout: float = 180.0) -> Iterator[Server]:
+    """Start the server on a free port, wait for /info, yield it, then kill it.
 
     Unless `conf` names a `model_dir`, trained weights go to a fresh temporary folder, so tests never
     publish into the app's own model folder (which `make run` serves)."""
@@ -114,9 +124,17 @@ def running_server(studies_dir, conf: Optional[Dict[str, str]] = None, env: Opti
                                 env=server_env(env), cwd=str(ROOT), start_new_session=True)
     try:
         wait_ready(base_url, proc, log_path, timeout)
-        yield base_url
+        yield Server(base_url, proc, log_path)
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def running_server(studies_dir, conf: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
+                   log_dir=None, timeout: float = 180.0) -> Iterator[str]:
+    """`server_process`, yielding only the base URL."""
+    with server_process(studies_dir, conf, env, log_dir, timeout) as server:
+        yield server.url
 
 
 def run_server_until_exit(studies_dir, conf: Optional[Dict[str, str]] = None, timeout: float = 120.0):

@@ -120,3 +120,53 @@ def click_xy(mask: np.ndarray) -> Tuple[int, int]:
 
     (x, y), = middle_click(np.asarray(mask) > 0)[0]
     return int(x), int(y)
+
+
+# ------------------------------------------------------------------------------------------ hostile files
+def detached_nrrd(path, data_file, size=(16, 16)) -> Path:
+    """An NRRD header whose pixels are another file (`data file:`), as ITK and pynrrd follow it."""
+    Path(path).write_bytes(f"NRRD0004\ntype: uint8\ndimension: 2\nsizes: {size[0]} {size[1]}\nencoding: raw\n"
+                           f"data file: {data_file}\n\n".encode())
+    return Path(path)
+
+
+def detached_mha(path, data_file, size=(16, 16)) -> Path:
+    """A MetaImage header whose pixels are another file (`ElementDataFile`)."""
+    Path(path).write_bytes(f"ObjectType = Image\nNDims = 2\nDimSize = {size[0]} {size[1]}\nElementType = MET_UCHAR\n"
+                           f"ElementDataFile = {data_file}\n".encode())
+    return Path(path)
+
+
+def nifti_pair_header(path, size=(16, 16)) -> Path:
+    """The header half of a NIfTI-1 pair (magic 'ni1': pixels in a separate .img), saved under a .nii name."""
+    import nibabel as nib
+
+    header = nib.Nifti1Pair(np.zeros(size, np.uint8), np.eye(4)).header
+    Path(path).write_bytes(header.binaryblock)
+    return Path(path)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def multipart(fields=(), files=(), boundary: bytes = b"samus-test-boundary") -> Tuple[bytes, str]:
+    """(body, content type) of a multipart form built byte by byte: file names are sent as given (NUL bytes,
+    300 characters), which `requests` would escape or refuse. fields: (name, value); files: (name, filename,
+    content), names and values as str or bytes."""
+    def b(v):
+        return v if isinstance(v, bytes) else str(v).encode()
+
+    body = b""
+    for name, value in fields:
+        body += b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + b(name) + b'"\r\n\r\n' + b(value) + b"\r\n"
+    for name, filename, content in files:
+        body += (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + b(name) + b'"; filename="'
+                 + b(filename) + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + b(content) + b"\r\n")
+    return body + b"--" + boundary + b"--\r\n", "multipart/form-data; boundary=" + boundary.decode()
