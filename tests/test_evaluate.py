@@ -137,15 +137,15 @@ def test_evaluate_writes_json_csv_and_overlays(predictor, items, tmp_path):
     assert report["n_images"] == 3 and report["split"] == "all"
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["summary"]["kclick"]["curve"][2]["clicks"] == 3
-    assert len(on_disk["rows"]) == 6
+    assert len(on_disk["rows"]) == 9  # 3 images x 3 protocols
     dice = [r["dice"] for r in on_disk["rows"] if r["protocol"] == "1click"]
     assert on_disk["summary"]["1click"]["dice"]["mean"] == pytest.approx(np.mean(dice))
     assert on_disk["summary"]["1click"]["dice"]["std"] == pytest.approx(np.std(dice))
     with open(tmp_path / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {r["protocol"] for r in rows} == {"1click", "kclick"}
-    assert all(len(r["dice_per_click"].split(";")) == 3 for r in rows if r["protocol"] == "kclick")
-    for protocol in ("1click", "kclick"):
+    assert len(rows) == 9 and {r["protocol"] for r in rows} == {"1click", "kclick", "kclick_nomask"}
+    assert all(len(r["dice_per_click"].split(";")) == 3 for r in rows if r["protocol"].startswith("kclick"))
+    for protocol in ("1click", "kclick", "kclick_nomask"):
         worst, best = report["overlays"][protocol]["worst"], report["overlays"][protocol]["best"]
         assert len(worst) == 1 and len(best) == 1 and worst != best
         row = min((r for r in report["rows"] if r["protocol"] == protocol), key=lambda r: r["dice"])
@@ -197,16 +197,78 @@ def test_evaluate_command(tiny_checkpoint, tmp_path, capsys):
     rc = samus_main(["evaluate", "--data", str(SAMPLES), "--split", "all", "--limit", "2", "--k", "2",
                      "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), "--overlays", "1"])
     out = capsys.readouterr().out
-    assert rc == 0 and "1click  Dice" in out and "±" in out
+    assert rc == 0 and "1click        Dice" in out and "±" in out and "NoC@85" in out
+    assert "first mask contains the click" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["checkpoint"] == str(tiny_checkpoint) and report["n_images"] == 2
-    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 4
+    assert len(list((tmp_path / "overlays").rglob("*.png"))) == 6  # worst + best for each of 3 protocols
+    assert Image.open(tmp_path / "click_curve.png").size[0] > 100
     rc = samus_main(["evaluate", "--data", str(SAMPLES), "--split", "test", "--checkpoint", str(tiny_checkpoint),
                      "--out", str(tmp_path)])
     assert rc == 2 and "splits.json" in capsys.readouterr().err
     rc = samus_main(["evaluate", "--data", str(SAMPLES), "--split", "all", "--protocols", "2click",
                      "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)])
     assert rc == 2 and "2click" in capsys.readouterr().err
+
+
+def test_number_of_clicks():
+    assert ev.number_of_clicks([0.5, 0.86, 0.95], 0.85) == 2
+    assert ev.number_of_clicks([0.5, 0.86, 0.95], 0.90) == 3
+    assert ev.number_of_clicks([0.5, 0.6], 0.90) == 3  # never reached: k + 1
+    assert ev.number_of_clicks([0.91], 0.90) == 1
+
+
+def test_evaluate_command_on_several_data_sets(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    folders = []
+    for name, picks in (("first", ["benign_3", "benign_4"]), ("second", ["malignant_2"])):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "masks").mkdir()
+        for stem in picks:
+            shutil.copy(SAMPLES / "images" / f"{stem}.png", tmp_path / name / "images")
+            shutil.copy(SAMPLES / "masks" / f"{stem}.png", tmp_path / name / "masks")
+        folders.append(str(tmp_path / name))
+    out = tmp_path / "out"
+    rc = samus_main(["evaluate", "--data", *folders, "--split", "all", "--k", "3", "--checkpoint",
+                     str(tiny_checkpoint), "--out", str(out), "--overlays", "0"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "== first:" in text and "== second:" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["summary"]) == {"first", "second"}
+    for name, n in (("first", 2), ("second", 1)):
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["n_images"] == n and (out / name / "click_curve.png").is_file()
+        for protocol in ("kclick", "kclick_nomask"):
+            rows = [r for r in report["rows"] if r["protocol"] == protocol]
+            s = report["summary"][protocol]
+            assert [c["mean"] for c in s["curve"]] == pytest.approx(
+                np.mean([r["dice_per_click"] for r in rows], axis=0).tolist())
+            assert all(r["noc85"] == ev.number_of_clicks(r["dice_per_click"], 0.85) for r in rows)
+            assert s["noc90"]["mean"] == pytest.approx(np.mean([r["noc90"] for r in rows]))
+            assert s["never_falls"] == all(b >= a for a, b in zip([c["mean"] for c in s["curve"]],
+                                                                    [c["mean"] for c in s["curve"]][1:]))
+        assert report["summary"]["1click"]["first_contains_click"] == pytest.approx(
+            np.mean([r["first_contains_click"] for r in report["rows"] if r["protocol"] == "1click"]))
+    with open(out / "click_curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 3  # data sets x protocols x clicks
+    assert Image.open(out / "click_curve.png").size[0] > 100
+
+
+def test_multi_class_labels_are_scored_per_structure(predictor, tmp_path):
+    label = np.zeros((64, 80), np.uint8)
+    label[5:20, 5:20] = 1
+    label[40:60, 50:75] = 1
+    label[30:45, 10:30] = 2
+    image = np.full((64, 80), 90, np.uint8)
+    report = ev.evaluate(predictor, [{"id": "two", "class_id": "all"}], protocols=("1click",),
+                         loader=lambda item: (image, label), components=True)
+    assert [r["id"] for r in report["rows"]] == ["two:1.1", "two:1.2", "two:2.1"]
+    assert [r["gt_area"] for r in report["rows"]] == [225, 500, 300] and report["n_targets"] == 3
+    whole = ev.evaluate(predictor, [{"id": "two", "class_id": 1}], protocols=("1click",),
+                        loader=lambda item: (image, label))
+    assert [r["gt_area"] for r in whole["rows"]] == [725]
 
 
 def test_predict_command_writes_a_png_mask(tiny_checkpoint, tmp_path):

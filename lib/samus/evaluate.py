@@ -7,6 +7,13 @@ Protocols
   (missed foreground -> positive click, false foreground -> negative click), at the pixel farthest from the
   region's boundary (Euclidean distance transform, the image border counts as boundary), and prediction i is
   fed back as `mask_input`. Ties are broken by a generator seeded with (seed, image id), so runs repeat.
+- ``kclick_nomask``: the same clicks rule with the clicks alone (no previous mask fed back), as a client
+  that only sends clicks gets.
+
+The k-click protocols report the Dice / IoU curve over clicks 1..k and NoC@85 / NoC@90 (clicks needed to
+reach that Dice; k + 1 when never reached). Every report also gives how often the first mask contains the
+clicked pixel. With `components`, every class and every separate structure of a label is its own target
+(as training uses them), so a click on one nerve is scored against that nerve.
 
 Metrics are computed at the original image resolution by default (the predictor returns full-size masks);
 `eval_size=256` reproduces the authors' setting (image resized bilinearly, mask by nearest neighbour, to
@@ -14,6 +21,7 @@ Metrics are computed at the original image resolution by default (the predictor 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -33,11 +41,14 @@ from .overlay import save_overlay
 from .preprocess import preprocess_image
 from .prompts import next_click  # noqa: F401  (part of this module's API)
 
-PROTOCOLS = ("1click", "kclick")
+PROTOCOLS = ("1click", "kclick", "kclick_nomask")
+CLICK_PROTOCOLS = ("kclick", "kclick_nomask")  # protocols with a click curve
+NOC_THRESHOLDS = (0.85, 0.90)
 REPORT_FORMAT = "samus-eval-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 CSV_FIELDS = ("id", "protocol", "n_clicks", "dice", "iou", "hd95", "score", "gt_area", "pred_area",
-              "height", "width", "clicks", "dice_per_click", "image", "mask", "frame", "class_id")
+              "height", "width", "clicks", "dice_per_click", "iou_per_click", "noc85", "noc90",
+              "first_contains_click", "image", "mask", "frame", "class_id")
 
 
 # ---- click simulation ---------------------------------------------------------------------------------
@@ -73,27 +84,51 @@ def _predict(predictor, clicks, mask_input=None):
 
 def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequence[str] = PROTOCOLS,
                    k: int = 5, rng: Optional[np.random.Generator] = None, key=None) -> Dict[str, dict]:
-    """Runs the protocols on one image; -> {protocol: {clicks, pred, score, dice_per_click, **metrics}}."""
+    """Runs the protocols on one image; -> {protocol: {clicks, pred, score, first_contains_click, **metrics}
+    (+ dice_per_click, iou_per_click, noc85, noc90 for the k-click protocols)}."""
     gt = np.asarray(gt, dtype=bool)
     predictor.set_image(image, key=key)
     click = first_click(gt)
     pred, score, logits = _predict(predictor, [click])
+    contains = bool(pred[click[1], click[0]]) == bool(click[2])  # a positive click inside, a negative outside
     results = {}
     if "1click" in protocols:
-        results["1click"] = {"clicks": [click], "pred": pred, "score": score, **segmentation_metrics(pred, gt)}
-    if "kclick" in protocols:
-        clicks, curve = [click], [dice_score(pred, gt)]
-        while len(curve) < k:
-            nxt = next_click(pred, gt, rng, previous=clicks)
-            if nxt is None:  # perfect: more clicks would not change anything
-                curve.append(curve[-1])
-                continue
-            clicks.append(nxt)
-            pred, score, logits = _predict(predictor, clicks, mask_input=logits)
-            curve.append(dice_score(pred, gt))
-        results["kclick"] = {"clicks": clicks, "pred": pred, "score": score, "dice_per_click": curve,
+        results["1click"] = {"clicks": [click], "pred": pred, "score": score, "first_contains_click": contains,
                              **segmentation_metrics(pred, gt)}
+    for protocol in CLICK_PROTOCOLS:
+        if protocol in protocols:
+            state = copy.deepcopy(rng)  # both k-click protocols break ties alike
+            results[protocol] = _click_session(predictor, gt, click, pred, score, logits, k, state,
+                                               feed_mask=protocol == "kclick")
+            results[protocol]["first_contains_click"] = contains
     return results
+
+
+def _click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: bool) -> dict:
+    from .metrics import iou_score
+
+    clicks, dice, iou = [click], [dice_score(pred, gt)], [iou_score(pred, gt)]
+    while len(dice) < k:
+        nxt = next_click(pred, gt, rng, previous=clicks)
+        if nxt is None:  # perfect: more clicks would not change anything
+            dice.append(dice[-1])
+            iou.append(iou[-1])
+            continue
+        clicks.append(nxt)
+        pred, score, logits = _predict(predictor, clicks, mask_input=logits if feed_mask else None)
+        dice.append(dice_score(pred, gt))
+        iou.append(iou_score(pred, gt))
+    noc = {f"noc{round(t * 100)}": number_of_clicks(dice, t) for t in NOC_THRESHOLDS}
+    return {"clicks": clicks, "pred": pred, "score": score, "dice_per_click": dice, "iou_per_click": iou,
+            **noc, **segmentation_metrics(pred, gt)}
+
+
+def number_of_clicks(dice_per_click: Sequence[float], threshold: float) -> int:
+    """Clicks needed to reach `threshold` Dice (1-based); len + 1 when the curve never gets there."""
+    for i, d in enumerate(dice_per_click):
+        if d >= threshold:
+            return i + 1
+    return len(dice_per_click) + 1
 
 
 # ---- whole data set -----------------------------------------------------------------------------------
@@ -107,15 +142,17 @@ def item_id(item: dict) -> str:
 
 def load_item(item: dict, cache: Optional[dict] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(image, boolean mask of the item's class) of one `samus.data` reader item, at the original size."""
-    from .data import load_image, load_mask
+    from .data import binarize_mask
 
-    frame = item.get("frame")
-    image = load_image(item["image"], frame, cache)
-    gt = load_mask(item["mask"], int(item.get("class_id") or 1), frame, cache)
-    if image.shape[:2] != gt.shape:
-        raise ValueError(f"image {item['image']} is {image.shape[1]}x{image.shape[0]} but its mask "
-                         f"{item['mask']} is {gt.shape[1]}x{gt.shape[0]}")
-    return image, gt
+    image, label = load_item_label(item, cache)
+    return image, binarize_mask(label, item.get("class_id") or 1)
+
+
+def load_item_label(item: dict, cache: Optional[dict] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(image, label frame as stored) of one `samus.data` reader item, at the original size."""
+    from .data import _load_pair
+
+    return _load_pair(item, cache)
 
 
 class _Extremes:
@@ -151,15 +188,19 @@ def _finite_or_none(v):
 def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOCOLS, k: int = 5,
              out_dir=None, eval_size: Optional[int] = None, seed: int = 0, n_overlays: int = 5,
              meta: Optional[dict] = None, loader: Optional[Callable[[dict], Tuple[np.ndarray, np.ndarray]]] = None,
-             progress: Optional[Callable[[int, str], None]] = None) -> dict:
+             progress: Optional[Callable[[int, str], None]] = None, components: bool = False,
+             min_fraction: float = 0.001) -> dict:
     """Evaluates `predictor` on reader `items`; -> report dict (also written under `out_dir` when given).
 
     `meta` (e.g. checkpoint, dataset, split) is copied into the report. `loader` maps an item to
-    (image, mask); the default reads it with `samus.data` (keeping the current volume open across frames).
+    (image, label); the default reads it with `samus.data` (keeping the current volume open across frames).
+    The item's `class_id` (a label value or "all") and `components` choose the targets (`label_targets`).
     """
+    from .data import label_targets
+
     if loader is None:
         volumes: dict = {}
-        loader = lambda item: load_item(item, volumes)  # noqa: E731
+        loader = lambda item: load_item_label(item, volumes)  # noqa: E731
     protocols = tuple(protocols)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
@@ -173,20 +214,29 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
     model_version = getattr(getattr(predictor, "model", None), "config_name", None)
     start = time.perf_counter()
     n_images = 0
+    n_targets = 0
+    call = object()  # cache keys of this call only: the targets of one image share its embedding
     for order, item in enumerate(items):
-        iid = item_id(item)
-        image, gt = loader(item)
-        if eval_size is not None:
-            image, gt = resize_pair(image, gt, eval_size)
-        # No cache key: each image is encoded once anyway, and a model being trained must never be
-        # scored with embeddings from its earlier weights.
-        results = evaluate_image(predictor, image, gt, protocols, k, item_rng(seed, iid))
+        image, label = loader(item)
+        targets = label_targets(label, item.get("class_id") or 1, components, min_fraction)
+        per_class: Dict[int, int] = {}
+        for class_id, gt in targets:
+            per_class[class_id] = per_class.get(class_id, 0) + 1
+            iid = item_id(item) + (f":{class_id}.{per_class[class_id]}" if len(targets) > 1 else "")
+            img = image
+            if eval_size is not None:
+                img, gt = resize_pair(image, gt, eval_size)
+            # A cache key only for the targets of one image: a model being trained must never be scored
+            # with embeddings from its earlier weights.
+            results = evaluate_image(predictor, img, gt, protocols, k, item_rng(seed, iid),
+                                     key=(call, order) if len(targets) > 1 and eval_size is None else None)
+            n_targets += 1
+            for protocol, res in results.items():
+                rows.append(_row(iid, item, protocol, res, gt.shape, class_id))
+                extremes[protocol].offer(res["dice"], order, lambda res=res, img=img, gt=gt, iid=iid: {
+                    "id": iid, "image": img, "gt": gt, "pred": res["pred"], "clicks": res["clicks"],
+                    "dice": res["dice"]})
         n_images += 1
-        for protocol, res in results.items():
-            rows.append(_row(iid, item, protocol, res, gt.shape))
-            extremes[protocol].offer(res["dice"], order, lambda res=res: {
-                "id": iid, "image": image, "gt": gt, "pred": res["pred"], "clicks": res["clicks"],
-                "dice": res["dice"]})
         if progress is not None:
             progress(n_images, iid)
     if n_images == 0:
@@ -199,6 +249,7 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
                    "hd95_units": "pixels of the evaluated mask"},
         **(meta or {}),
         "n_images": n_images,
+        "n_targets": n_targets,
         "seconds": round(time.perf_counter() - start, 3),
         "summary": _summaries(rows, protocols, k),
         "rows": rows,
@@ -210,15 +261,16 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
     return report
 
 
-def _row(iid: str, item: dict, protocol: str, res: dict, shape) -> dict:
+def _row(iid: str, item: dict, protocol: str, res: dict, shape, class_id=None) -> dict:
     return {
         "id": iid, "protocol": protocol, "n_clicks": len(res["clicks"]),
         "dice": res["dice"], "iou": res["iou"], "hd95": _finite_or_none(res["hd95"]), "score": res["score"],
         "gt_area": res["gt_area"], "pred_area": res["pred_area"], "height": int(shape[0]), "width": int(shape[1]),
         "clicks": [[int(x), int(y), int(lab)] for x, y, lab in res["clicks"]],
-        "dice_per_click": res.get("dice_per_click"),
+        "dice_per_click": res.get("dice_per_click"), "iou_per_click": res.get("iou_per_click"),
+        "noc85": res.get("noc85"), "noc90": res.get("noc90"), "first_contains_click": res["first_contains_click"],
         "image": str(item.get("image", "")), "mask": str(item.get("mask", "")),
-        "frame": item.get("frame"), "class_id": item.get("class_id"),
+        "frame": item.get("frame"), "class_id": class_id if class_id is not None else item.get("class_id"),
     }
 
 
@@ -228,8 +280,14 @@ def _summaries(rows: List[dict], protocols: Sequence[str], k: int) -> dict:
         sel = [r for r in rows if r["protocol"] == p]
         s = {m: summarize(r[m] if r[m] is not None else math.nan for r in sel) for m in ("dice", "iou", "hd95")}
         s["hd95"]["note"] = "images with an empty prediction or ground truth have no HD95 and are skipped (n_nan)"
-        if p == "kclick":
-            s["curve"] = [{"clicks": i + 1, **summarize(r["dice_per_click"][i] for r in sel)} for i in range(k)]
+        s["first_contains_click"] = float(np.mean([r["first_contains_click"] for r in sel])) if sel else math.nan
+        if p in CLICK_PROTOCOLS:
+            s["curve"] = [{"clicks": i + 1, **summarize(r["dice_per_click"][i] for r in sel),
+                           "iou": summarize(r["iou_per_click"][i] for r in sel)["mean"]} for i in range(k)]
+            means = [c["mean"] for c in s["curve"]]
+            s["never_falls"] = all(b >= a for a, b in zip(means, means[1:]))
+            for t in NOC_THRESHOLDS:
+                s[f"noc{round(t * 100)}"] = summarize(r[f"noc{round(t * 100)}"] for r in sel)
         out[p] = s
     return out
 
@@ -269,6 +327,7 @@ def write_report(report: dict, out_dir) -> Tuple[Path, Path]:
             row = dict(r)
             row["clicks"] = ";".join(f"{x} {y} {'+' if lab else '-'}" for x, y, lab in r["clicks"])
             row["dice_per_click"] = ";".join(f"{d:.6f}" for d in r["dice_per_click"] or [])
+            row["iou_per_click"] = ";".join(f"{d:.6f}" for d in r["iou_per_click"] or [])
             for m in ("dice", "iou", "hd95", "score"):
                 row[m] = "nan" if row[m] is None else f"{row[m]:.6f}"
             writer.writerow(row)
@@ -295,16 +354,53 @@ def _write_overlays(extremes: Dict[str, _Extremes], folder: Path) -> Dict[str, D
 
 
 def format_summary(report: dict) -> str:
-    lines = [f"{report['n_images']} images, eval size {report['config']['eval_size']}"]
+    lines = [f"{report['n_images']} images ({report.get('n_targets', report['n_images'])} targets), eval size "
+             f"{report['config']['eval_size']}"]
     for p, s in report["summary"].items():
         hd = s["hd95"]
         lines.append(
-            f"{p:7s} Dice {s['dice']['mean']:.4f} ± {s['dice']['std']:.4f}   IoU {s['iou']['mean']:.4f} ± "
+            f"{p:13s} Dice {s['dice']['mean']:.4f} ± {s['dice']['std']:.4f}   IoU {s['iou']['mean']:.4f} ± "
             f"{s['iou']['std']:.4f}   HD95 {hd['mean']:.2f} ± {hd['std']:.2f} px"
             + (f" ({hd['n_nan']} without HD95)" if hd["n_nan"] else ""))
         if "curve" in s:
-            lines.append("        Dice by clicks: " + "  ".join(f"{c['clicks']}:{c['mean']:.4f}" for c in s["curve"]))
+            lines.append("              Dice by clicks: " + "  ".join(f"{c['clicks']}:{c['mean']:.4f}" for c in s["curve"])
+                         + f"   NoC@85 {s['noc85']['mean']:.2f}  NoC@90 {s['noc90']['mean']:.2f}")
+        else:
+            lines.append(f"              first mask contains the click: {100 * s['first_contains_click']:.1f}%")
     return "\n".join(lines)
+
+
+def write_click_plot(reports: Dict[str, dict], path) -> Optional[Path]:
+    """Dice against clicks, one line per data set and k-click protocol (dashed: clicks only) -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    drawn = False
+    for i, (name, report) in enumerate(reports.items()):
+        for protocol, style in (("kclick", "-"), ("kclick_nomask", "--")):
+            curve = report["summary"].get(protocol, {}).get("curve")
+            if curve:
+                label = f"{name} ({'clicks + previous mask' if protocol == 'kclick' else 'clicks only'})"
+                ax.plot([c["clicks"] for c in curve], [c["mean"] for c in curve], style, marker="o",
+                        color=f"C{i}", label=label)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 # ---- command line ------------------------------------------------------------------------------------
@@ -314,19 +410,27 @@ _USER_ERRORS = (ValueError, FileNotFoundError, KeyError, OSError)
 def register(subparsers) -> None:
     """Adds the `evaluate` and `predict` sub-commands to the `samus` command."""
     p = subparsers.add_parser(
-        "evaluate", help="Dice / IoU / HD95 of a model with the 1-click and k-click protocols",
-        description="Evaluate a SAMUS checkpoint (default: the bundled model) on a data set; writes "
-                    "report.json, per_image.csv and overlays of the worst and best cases under --out.")
-    p.add_argument("--data", required=True, help="data folder: images/ + masks/ (+ splits.json), or the "
-                   "authors' US30K layout (MainPatient/<split>.txt)")
+        "evaluate", help="Dice / IoU / HD95, click curves and NoC of a model, per data set",
+        description="Evaluate a SAMUS checkpoint (default: the bundled model) on one or more data sets with the "
+                    "1-click and k-click protocols (with and without the previous mask fed back); writes "
+                    "report.json, per_image.csv, click_curve.png and overlays of the worst and best cases under "
+                    "--out (one sub-folder per data set when there are several, plus summary.json, "
+                    "click_curves.csv and a combined click_curve.png).")
+    p.add_argument("--data", required=True, nargs="+", help="data folder(s): images/ + masks/ (+ splits.json), "
+                   "or the authors' US30K layout (MainPatient/<split>.txt)")
     p.add_argument("--split", default="test", help="split name (splits.json key or MainPatient txt name); "
                    "'all' = every image of an images/ + masks/ folder (default: test)")
     p.add_argument("--layout", default="auto", choices=("auto", "folder", "us30k"))
-    p.add_argument("--class-id", type=int, default=1, help="label value to segment (folder layout)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--class-id", default="all", help="label value to segment (folder layout), or 'all' "
+                   "(default): every class is a target")
+    p.add_argument("--no-components", action="store_true",
+                   help="score a class as a whole instead of each separate structure on its own")
+    p.add_argument("--min-target-fraction", type=float, default=0.001,
+                   help="structures smaller than this fraction of the image are not targets (default 0.001)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of each data set")
     _model_args(p)
-    p.add_argument("--protocols", default="1click,kclick",
-                   help="comma-separated subset of 1click,kclick (default: both)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+                   help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--k", type=int, default=5, help="clicks of the k-click protocol (default: 5)")
     p.add_argument("--eval-size", default="original",
                    help="'original' (default: score at the image's own size) or a size such as 256 "
@@ -389,7 +493,7 @@ def _make_predictor(args):
 
 
 def run_evaluate(args) -> int:
-    from .data import load_items
+    from .data import dataset_name, load_items
 
     protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -403,22 +507,57 @@ def run_evaluate(args) -> int:
         raise ValueError(f"--eval-size must be 'original' or a size in pixels, got {args.eval_size!r}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    items = load_items(args.data, args.split, args.layout, args.class_id)
-    items = items[: args.limit] if args.limit else items
+    names = [dataset_name(d) for d in args.data]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--data folders need distinct names, got {names}")
+    all_items = {}
+    for name, folder in zip(names, args.data):  # read every list first: a typo fails before any work
+        items = load_items(folder, args.split, args.layout, args.class_id)
+        all_items[name] = items[: args.limit] if args.limit else items
     predictor, ckpt = _make_predictor(args)
-    meta = {"checkpoint": ckpt, "checkpoint_sha256": _sha256(ckpt),
-            "dataset": str(Path(args.data).resolve()), "split": args.split,
-            "layout": args.layout, "class_id": args.class_id, "device": args.device}
+    digest = _sha256(ckpt)
+    out = Path(args.out)
+    reports = {}
+    for name, folder in zip(names, args.data):
+        items = all_items[name]
+        meta = {"checkpoint": ckpt, "checkpoint_sha256": digest, "dataset": str(Path(folder).resolve()),
+                "dataset_name": name, "split": args.split, "layout": args.layout, "class_id": args.class_id,
+                "components": not args.no_components, "device": args.device}
 
-    def progress(i, iid):
-        if i % 10 == 0 or i == len(items):
-            print(f"  {i}/{len(items)} {iid}", file=sys.stderr, flush=True)
+        def progress(i, iid, n=len(items), name=name):
+            if i % 10 == 0 or i == n:
+                print(f"  {name} {i}/{n} {iid}", file=sys.stderr, flush=True)
 
-    report = evaluate(predictor, items, protocols, args.k, args.out, eval_size, args.seed, args.overlays,
-                      meta, progress=progress)
-    print(format_summary(report))
-    print(f"report: {Path(args.out) / 'report.json'}  per-image: {Path(args.out) / 'per_image.csv'}")
+        folder_out = out if len(names) == 1 else out / name
+        report = evaluate(predictor, items, protocols, args.k, folder_out, eval_size, args.seed, args.overlays,
+                          meta, progress=progress, components=not args.no_components,
+                          min_fraction=args.min_target_fraction)
+        write_click_plot({name: report}, folder_out / "click_curve.png")
+        reports[name] = report
+        print(f"== {name}: " + format_summary(report))
+    if len(names) > 1:
+        write_json({"checkpoint": ckpt, "checkpoint_sha256": digest, "split": args.split,
+                    "summary": {n: r["summary"] for n, r in reports.items()},
+                    "n_targets": {n: r["n_targets"] for n, r in reports.items()}}, out / "summary.json")
+        write_click_plot(reports, out / "click_curve.png")
+    _write_curve_csv(reports, out / "click_curves.csv")
+    print(f"reports under {out} (report.json, per_image.csv, click_curve.png"
+          + (", summary.json" if len(names) > 1 else "") + ", click_curves.csv)")
     return 0
+
+
+def _write_curve_csv(reports: Dict[str, dict], path: Path) -> None:
+    """One row per data set, k-click protocol and click count: mean Dice and IoU."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "protocol", "clicks", "dice", "iou", "noc85", "noc90"])
+        for name, report in reports.items():
+            for protocol in CLICK_PROTOCOLS:
+                s = report["summary"].get(protocol)
+                for c in (s or {}).get("curve", []):
+                    w.writerow([name, protocol, c["clicks"], f"{c['mean']:.6f}", f"{c['iou']:.6f}",
+                                f"{s['noc85']['mean']:.4f}", f"{s['noc90']['mean']:.4f}"])
 
 
 def _sha256(path: str) -> str:
