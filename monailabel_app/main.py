@@ -124,7 +124,8 @@ class SamusApp(MONAILabelApp):
         raise bad_request("whole-slide inference is not part of this app; use POST /infer/samus")
 
     def train(self, request):
-        if self._server_mode:  # POST /train/...?run_sync=true would train inside the server process
+        # Inside an HTTP request (POST /train/...?run_sync=true), training would run in the server process.
+        if request_guard.current() is not None or self._server_mode:
             raise bad_request("run_sync is not supported: training runs in its own process; start it without "
                               "run_sync and follow its progress with GET /train/")
         return super().train(request)
@@ -145,7 +146,7 @@ class SamusApp(MONAILabelApp):
     def scoring_methods(self):
         return list(self._scoring_methods)
 
-    def dicom_seg_available(self) -> bool:
+    def dicomweb_datastore(self) -> bool:  # dicom_seg results and /proxy/dicom need one
         return isinstance(self.datastore(), DICOMWebDatastore)
 
     def session_exists(self, session_id: str) -> bool:

@@ -165,7 +165,8 @@ def multipart(fields=(), files=(), boundary: bytes = b"samus-test-boundary") -> 
 
     body = b""
     for name, value in fields:
-        body += b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + b(name) + b'"\r\n\r\n' + b(value) + b"\r\n"
+        body += (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + b(name) + b'"\r\n\r\n' + b(value)
+                 + b"\r\n")
     for name, filename, content in files:
         body += (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + b(name) + b'"; filename="'
                  + b(filename) + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + b(content) + b"\r\n")

@@ -135,14 +135,16 @@ class CheckedDatastore(LocalDatastore):
             self._update_datastore_file(lock=False)
         return image_id
 
-    def remove_image(self, image_id):
+    def _require_image(self, image_id) -> None:
         if not isinstance(image_id, str) or image_id not in self._datastore.objects:
-            raise not_found(f"image {image_id!r} is not in the datastore")
+            raise not_found(f"image {show(image_id)} is not in the datastore")
+
+    def remove_image(self, image_id):
+        self._require_image(image_id)
         return super().remove_image(image_id)
 
     def update_image_info(self, image_id, info):
-        if not isinstance(image_id, str) or image_id not in self._datastore.objects:
-            raise not_found(f"image {image_id!r} is not in the datastore")
+        self._require_image(image_id)
         return super().update_image_info(image_id, checked_info(info, "image info", self.limits))
 
     # ---------------------------------------------------------------------------------------- labels
@@ -188,14 +190,17 @@ class CheckedDatastore(LocalDatastore):
             self._update_datastore_file(lock=False)
         return image_id
 
+    def _require_label(self, label_id, label_tag) -> None:
+        known = isinstance(label_id, str) and isinstance(label_tag, str) and self.get_label_uri(label_id, label_tag)
+        if not known:
+            raise not_found(f"no label {show(label_id)} with tag {show(label_tag)} in the datastore")
+
     def remove_label(self, label_id, label_tag):
-        if not isinstance(label_id, str) or not isinstance(label_tag, str) or not self.get_label_uri(label_id, label_tag):
-            raise not_found(f"no label {label_id!r} with tag {label_tag!r} in the datastore")
+        self._require_label(label_id, label_tag)
         return super().remove_label(label_id, label_tag)
 
     def update_label_info(self, label_id, label_tag, info):
-        if not isinstance(label_id, str) or not isinstance(label_tag, str) or not self.get_label_uri(label_id, label_tag):
-            raise not_found(f"no label {label_id!r} with tag {label_tag!r} in the datastore")
+        self._require_label(label_id, label_tag)
         return super().update_label_info(label_id, label_tag, checked_info(info, "label info", self.limits))
 
     # ---------------------------------------------------------------------------------------- the rest

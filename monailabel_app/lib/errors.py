@@ -22,6 +22,10 @@ def bad_request(message: str) -> HTTPException:
     return HTTPException(status_code=400, detail=message)
 
 
+def forbidden(message: str) -> HTTPException:
+    return HTTPException(status_code=403, detail=message)
+
+
 def not_found(message: str) -> HTTPException:
     return HTTPException(status_code=404, detail=message)
 

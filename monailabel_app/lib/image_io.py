@@ -121,7 +121,8 @@ def _inspect_volume(path: str, ext: str) -> dict:
     size = tuple(int(s) for s in reader.GetSize())
     spatial = [s for i, s in enumerate(size) if i < 2 or s != 1]  # singleton axes after the 2nd are dropped
     if len(spatial) < 2:
-        raise bad_request(f"volume of size {size} has only {len(size)} axis; expected a 2D frame, a 3D volume or a cine")
+        raise bad_request(f"volume of size {size} has only {len(size)} axis; expected a 2D frame, a 3D volume or "
+                          "a cine")
     if len(spatial) > 3:
         raise bad_request(f"volume of size {size} has {len(spatial)} non-singleton axes; expected a 3D volume "
                           "or a 2D+time cine (H x W x frames)")

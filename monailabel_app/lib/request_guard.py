@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException
 
 from .app_conf import RequestLimits
-from .errors import bad_request, conflict, not_found, too_large, too_many
+from .errors import bad_request, conflict, forbidden, not_found, too_large, too_many
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +268,9 @@ class RequestGuard:
             ("GET", re.compile(r"/model/([^/]+)/?"), self._model, None),
             ("PUT", re.compile(r"/model/([^/]+)/?"), self._model, self._model_upload),
             ("DELETE", re.compile(r"/model/([^/]+)/?"), self._model_delete, None),
+            ("POST", re.compile(r"/reload/?"), self._reload, None),
+            ("*", re.compile(r"/proxy/.*"), self._proxy, None),
+            ("GET", re.compile(r"/ohif/(.*)"), self._ohif, None),
         ]
 
     async def __call__(self, scope, receive, send):
@@ -324,7 +327,7 @@ class RequestGuard:
         path, method = _api_path(scope), scope["method"]
         for route_method, pattern, before, after in self.routes:
             match = pattern.fullmatch(path)
-            if match and route_method == method:
+            if match and route_method in (method, "*"):
                 return before, after, match.groups()
         return None
 
@@ -390,7 +393,7 @@ class RequestGuard:
         models = self.hooks.infer_models()
         if model not in models:
             raise not_found(f"no infer task {model!r}; this app has {', '.join(models)}")
-        if parsed.query.get("output") == "dicom_seg" and not self.hooks.dicom_seg_available():
+        if parsed.query.get("output") == "dicom_seg" and not self.hooks.dicomweb_datastore():
             raise bad_request("output=dicom_seg needs a DICOMweb datastore; use output=image, json or all")
         session_id = parsed.query.get("session_id")
         if session_id:
@@ -480,6 +483,20 @@ class RequestGuard:
         error = self.hooks.check_model_delete(model)
         if error:
             raise conflict(error)
+
+
+    def _reload(self, parsed: Parsed, *_):
+        # MONAI Label would build a second app instance (another model in memory each time), without the
+        # start-up steps of the first: the guard, server mode.
+        raise forbidden("POST /reload is disabled in this app: restart the server to reload it")
+
+    def _proxy(self, parsed: Parsed, *_):
+        if not self.hooks.dicomweb_datastore():
+            raise not_found("no DICOMweb server behind this app: /proxy/dicom serves only DICOMweb studies")
+
+    def _ohif(self, parsed: Parsed, path: str):
+        if any(part in (".", "..") for part in path.split("/")):
+            raise not_found("no such OHIF file")
 
 
 def _api_path(scope) -> str:

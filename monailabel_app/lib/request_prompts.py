@@ -159,7 +159,8 @@ def propagation_range(request: dict, info: ImageInfo, limits: RequestLimits) -> 
     if r is None or r == "" or r == []:
         if info.frames > limits.propagation_frames:
             raise too_large(f"the image has {info.frames} frames; one propagation covers at most "
-                            f"{limits.propagation_frames} (--conf max_propagation_frames): give `frames: [first, last]`")
+                            f"{limits.propagation_frames} (--conf max_propagation_frames): give "
+                            "`frames: [first, last]`")
         return None
     if not isinstance(r, (list, tuple)) or len(r) != 2:
         raise bad_request(f"frames must be [first, last] (inclusive), got {show(r)}")
