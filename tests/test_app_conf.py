@@ -22,6 +22,7 @@ def test_valid_values_are_parsed(tiny_checkpoint, tmp_path):
                        "cache_size": "3", "cache_mb": "16", "model_dir": str(tmp_path), "skip_trainers": "true",
                        "sam2": "false", "max_image_voxels": "1000"})
     assert conf.cache_size == 3 and conf.precision == "bf16" and conf.skip_trainers is True
+    assert conf.limits.image_voxels == 1000 and conf.limits.clicks_per_frame == 64  # limits: given and default
     assert conf.checkpoint == str(tiny_checkpoint.resolve())
     # Weights trained from this base are published next to the others, under a name tied to the base.
     assert publish_path(conf, str(tmp_path)).startswith(str(tmp_path / "samus-tiny-"))
@@ -38,6 +39,8 @@ def test_valid_values_are_parsed(tiny_checkpoint, tmp_path):
     ({"skip_trainers": "maybe"}, "true or false"),
     ({"threads": "0"}, "must be >= 1"),
     ({"sam2": "true"}, "SAM2"),
+    ({"max_clicks": "0"}, "must be >= 1"),
+    ({"max_upload_mb": "lots"}, "--conf max_upload_mb 'lots'"),
 ])
 def test_bad_conf_is_refused_with_what_is_accepted(conf, message):
     with pytest.raises(ConfError) as e:

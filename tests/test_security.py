@@ -18,7 +18,7 @@ import samus
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
-from app_server import server_process
+from app_server import APP_DIR, server_process
 from helpers_app import (SAMPLES, click_xy, detached_mha, detached_nrrd, huge_png, load_busi, make_studies, multipart,
                          nifti_pair_header, png_bytes)
 
@@ -283,6 +283,44 @@ def test_model_files_are_protected(world, url):
     expect(r, 400, "cannot be served")
     expect(requests.delete(f"{url}/model/samus", timeout=30), 409, "base model")
     assert requests.get(f"{url}/model/info/samus", timeout=30).json()["checksum"] == info["checksum"]
+
+
+def test_with_authentication_on_only_authenticated_requests_reach_the_checks(monkeypatch):
+    """MONAI Label checks tokens in its endpoints, after the guard: the guard checks them first itself, so an
+    anonymous client learns nothing from its answers (and cannot make the server load uploaded weights)."""
+    import asyncio
+    import sys
+
+    from monailabel.config import settings
+
+    sys.path.insert(0, str(APP_DIR))
+    from lib.app_conf import parse_conf
+    from lib.request_guard import RequestGuard
+
+    monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_ENABLE", True)
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    guard = RequestGuard(app, parse_conf({"device": "cpu"}).limits, hooks=None)
+
+    def call(path, headers=()):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "PUT", "path": path, "query_string": b"", "headers": list(headers)}
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"] if sent else None
+
+    assert call("/model/samus") == 401
+    assert call("/model/samus", [(b"authorization", b"Bearer not-a-token")]) == 401
+    assert call("/docs") is None and reached == ["/docs"]  # public pages pass on to MONAI Label
 
 
 # ------------------------------------------------------------------------------------------ concurrency

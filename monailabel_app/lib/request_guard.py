@@ -283,6 +283,7 @@ class RequestGuard:
         parsed = Parsed(query={})
         try:
             try:
+                _authenticate(scope)
                 parsed.query = self._query(scope)
                 route = self._route(scope)
                 if route and route[0]:
@@ -295,7 +296,7 @@ class RequestGuard:
                     route[1](parsed, *route[2])
                 await self._check_captured(parsed)
             except HTTPException as e:
-                await _respond(send, e.status_code, e.detail)
+                await _respond(send, e.status_code, e.detail, e.headers)
                 return
             except _Disconnected:
                 return
@@ -499,6 +500,33 @@ class RequestGuard:
             raise not_found("no such OHIF file")
 
 
+_PUBLIC = re.compile(r"/(|docs|openapi\.json|favicon\.ico|auth(/.*)?|static(/.*)?)")  # no RBAC in MONAI Label
+
+
+def _authenticate(scope) -> None:
+    """With MONAI Label's authentication on, a request needs a valid token before the guard looks at it
+    (MONAI Label checks roles later): otherwise anyone could learn task names from the guard's answers or
+    make the server load uploaded weights."""
+    from monailabel.config import settings
+
+    if not settings.MONAI_LABEL_AUTH_ENABLE or _PUBLIC.fullmatch(_api_path(scope)):
+        return
+    import jwt
+    from monailabel.endpoints.user.auth import from_token
+
+    unauthorized = HTTPException(status_code=401, detail="Could not validate credentials",
+                                 headers={"WWW-Authenticate": "Bearer"})
+    headers = {k.lower(): v for k, v in scope.get("headers", [])}
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized
+    try:
+        jwt.get_unverified_header(token)  # malformed tokens fail here, before the realm's key is fetched
+        from_token(token.strip())
+    except jwt.InvalidTokenError:
+        raise unauthorized from None
+
+
 def _api_path(scope) -> str:
     from monailabel.config import settings
 
@@ -530,10 +558,12 @@ def _size(spool) -> int:
     return end
 
 
-async def _respond(send, status: int, detail) -> None:
+async def _respond(send, status: int, detail, headers: Optional[Dict[str, str]] = None) -> None:
     body = json.dumps({"detail": detail}).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                + extra})
     await send({"type": "http.response.body", "body": body})
 
 
