@@ -15,7 +15,6 @@ uploaded with this request (image_access), and files to delete once the response
 """
 import contextlib
 import json
-import logging
 import os
 import re
 import tempfile
@@ -28,8 +27,6 @@ from fastapi import HTTPException
 
 from .app_conf import RequestLimits
 from .errors import bad_request, conflict, forbidden, not_found, too_large, too_many
-
-logger = logging.getLogger(__name__)
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -143,10 +140,6 @@ class Parsed:
 
     def files_named(self, name: str) -> List[Part]:
         return [p for p in self.files if p.name == name]
-
-    def field(self, name: str) -> Optional[str]:
-        values = [v for k, v in self.fields if k == name]
-        return values[-1] if values else None
 
 
 class _MultipartInspector:
