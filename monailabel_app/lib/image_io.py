@@ -92,7 +92,8 @@ def inspect_image(path: str, limits: RequestLimits, uploaded: bool = False, clie
     return ImageInfo(path=path, key=content_key(path, uploaded), ext=ext, **info)
 
 
-_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+_PIL_FORMATS = {".png": ("PNG",), ".jpg": ("JPEG", "MPO"), ".jpeg": ("JPEG", "MPO"), ".bmp": ("BMP",),
+                ".tif": ("TIFF",), ".tiff": ("TIFF",)}  # MPO: camera JPEGs with a preview
 
 
 def _inspect_2d(path: str, ext: str) -> dict:
@@ -108,7 +109,7 @@ def _inspect_2d(path: str, ext: str) -> dict:
         raise bad_request(f"cannot read the image ({ext}): {e}") from None
     # Pillow picks the decoder from the content: a ".png" that is really EPS or PSD would reach decoders this
     # app never meant to run (EPS runs Ghostscript).
-    if kind != _PIL_FORMATS.get(ext):
+    if kind not in _PIL_FORMATS.get(ext, ()):
         raise bad_request(f"the file is named {ext} but holds {kind or 'unknown'} data")
     return dict(is_volume=False, rows=h, cols=w, frames=1)
 
