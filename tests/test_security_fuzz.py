@@ -1,7 +1,7 @@
 """Seeded fuzzing of a real server: at least 500 hostile requests across all endpoints.
 
-Requests go through MONAI Label's official client where it can send them and through plain HTTP (requests,
-hand-built multipart bodies, http.client for lying headers) where it cannot. The run asserts:
+Requests go through MONAI Label's official client where it can send them (about a third) and through plain
+HTTP where it cannot (requests, hand-built multipart bodies, http.client for lying headers). The run asserts:
 - no answer >= 500 (the app's guard stands in front of every endpoint, so none at all);
 - no bytes of a file outside the studies and model folders in any answer (a secret file, /etc/passwd),
   also after decoding images and zip archives that come back;
@@ -16,6 +16,7 @@ import io
 import json
 import os
 import random
+import re
 import string
 import time
 import zipfile
@@ -28,6 +29,7 @@ import psutil
 import pytest
 import requests
 from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
 from PIL import Image
 
 from app_server import server_process
@@ -194,7 +196,64 @@ class Fuzz:
     def hostile_file(self):
         return self.rng.choice(self.files[:-len(self.plausible)])
 
-    # ---------------------------------------------------------------------------- calls
+    # ---------------------------------------------------------------------------- the official client
+    def client_file(self, name: str, content: bytes) -> str:
+        folder = self.world["root"] / "client_files"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{self.rng.randrange(10**6)}_{name}"
+        path.write_bytes(content)
+        return str(path)
+
+    def client_params(self) -> dict:
+        """What the client can send: any dict it can json.dumps, NaN and 60-deep nesting included."""
+        deep: dict = {}
+        for _ in range(60):
+            deep = {"d": deep}
+        return self.rng.choice([{"a": float("nan")}, {"b": float("inf")}, deep, {"x": 10**400},
+                                {self.text(5): self.junk()}])
+
+    def via_client(self, kind: str, action: Callable) -> Call:
+        def send(url):
+            client = MONAILabelClient(url, tmpdir=str(self.world["root"] / "client"))
+            try:
+                result = action(client)
+            except MONAILabelClientException as e:
+                text = " ".join(str(a) for a in e.args)
+                status = re.search(r"Status: (\d+)", text)
+                return (int(status.group(1)) if status else 0), text.encode("utf-8", "replace")
+            if isinstance(result, tuple) and result and isinstance(result[0], str) and os.path.isfile(result[0]):
+                return 200, Path(result[0]).read_bytes()  # infer: the result file
+            return 200, json.dumps(result, default=str).encode()
+
+        return Call(f"{kind} (client)", "CLIENT", kind, send=send)
+
+    def client_calls(self) -> Call:
+        name, content = self.hostile_file()
+        image = self.image_id()
+        choice = self.rng.randrange(6)
+        if choice == 0:
+            params, model = self.infer_params(), self.rng.choice(["samus", "samus_propagate"])
+            upload = self.client_file(name, content) if self.rng.random() < 0.4 else None
+            return self.via_client("infer", lambda c: c.infer(model, image if not upload else "", params, file=upload))
+        if choice == 1:
+            path, params = self.client_file(name, content), self.client_params()
+            tag = self.rng.choice(["final", "original", "../x"])
+            return self.via_client("save label", lambda c: c.save_label(self.rng.choice(IMAGE_IDS), path, tag, params))
+        if choice == 2:
+            path, params = self.client_file(name, content), self.client_params()
+            return self.via_client("upload image", lambda c: c.upload_image(path, image or "x", params))
+        if choice == 3:
+            strategy, params = self.rng.choice(["random", "diversity", "nope"]), self.client_params()
+            return self.via_client("next sample", lambda c: c.next_sample(strategy, params))
+        if choice == 4:
+            params = self.rng.choice([{"max_epochs": 0}, {"learning_rate": float("nan")}, {"gpus": [0]},
+                                      {"train_batch_size": 10**400}, {"name": "../x"}])
+            return self.via_client("train", lambda c: c.train_start(self.rng.choice(["samus", "nope"]), params))
+        path = self.client_file(name, content)
+        return self.via_client("session", lambda c: c.infer("samus", "", {"foreground": [[2, 2]]},
+                                                            session_id=c.create_session(path)["session_id"]))
+
+    # ---------------------------------------------------------------------------- plain HTTP
     def infer(self) -> Call:
         model = self.rng.choices(["samus", "samus_propagate", "nope", "wsi"], [5, 3, 1, 1])[0]
         query = {"image": self.image_id(),
@@ -416,7 +475,7 @@ class Fuzz:
                 (self.info_update, 3), (self.delete, 3), (self.download, 4), (self.listing, 1), (self.train, 6),
                 (self.valid_run_sync, 1), (self.active_learning, 3), (self.session, 3), (self.session_use, 2),
                 (self.session_get, 2), (self.model, 3), (self.other, 4), (self.lying_headers, 2),
-                (self.valid_click, 2)]
+                (self.valid_click, 2), (self.client_calls, 32)]
 
     def calls(self):
         makers, weights = zip(*self.makers())
@@ -520,7 +579,7 @@ def test_hostile_requests_break_nothing(world):
         kinds.setdefault(call.kind, []).append(status)
         if os.environ.get("FUZZ_DEBUG"):
             print(call.kind, status, body[:120])
-        if status >= 500:
+        if status >= 500 or status == 0:
             failures.append(f"{call.kind} {call.method} {call.path} {call.query}: {status} {body[:300]!r}")
         found = leaked(body)
         if found:
