@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
-from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "busi"
@@ -26,40 +25,11 @@ def load_busi(name: str) -> Tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _smooth_field(rng: np.random.Generator, shape, sigma: float, amplitude: float) -> np.ndarray:
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return f * (amplitude / (np.abs(f).max() + 1e-9))
-
-
 def build_cine(image: np.ndarray, mask: np.ndarray, frames: int = 30, seed: int = 0):
-    """-> (cine H x W x frames uint8, ground truth H x W x frames uint8 {0, 1})."""
-    rng = np.random.default_rng(seed)
-    h, w = image.shape
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    # Two elastic fields; each frame blends them, so the deformation changes slowly over time.
-    fields = [(_smooth_field(rng, (h, w), min(h, w) / 8, 6.0), _smooth_field(rng, (h, w), min(h, w) / 8, 6.0))
-              for _ in range(2)]
-    cine = np.zeros((h, w, frames), np.uint8)
-    truth = np.zeros((h, w, frames), np.uint8)
-    for t in range(frames):
-        phase = t / max(frames - 1, 1)
-        angle = np.deg2rad(6.0 * np.sin(2 * np.pi * phase))
-        scale = 1.0 + 0.08 * np.sin(4 * np.pi * phase)
-        dy, dx = 0.06 * h * (phase - 0.5) * 2, 0.08 * w * np.sin(2 * np.pi * phase)
-        a = 0.5 - 0.5 * np.cos(np.pi * phase)
-        ey = (1 - a) * fields[0][0] + a * fields[1][0]
-        ex = (1 - a) * fields[0][1] + a * fields[1][1]
-        # Inverse map: output pixel -> source pixel (undo translation, rotation and scale about the centre).
-        y, x = rows - cy - dy, cols - cx - dx
-        cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-        src_y = cos * y - sin * x + cy + ey
-        src_x = sin * y + cos * x + cx + ex
-        coords = np.stack([src_y, src_x])
-        cine[:, :, t] = np.clip(ndimage.map_coordinates(image.astype(np.float32), coords, order=1, mode="nearest"),
-                                0, 255).astype(np.uint8)
-        truth[:, :, t] = ndimage.map_coordinates(mask.astype(np.uint8), coords, order=0, mode="constant", cval=0)
-    return cine, truth
+    """-> (cine H x W x frames uint8, ground truth H x W x frames uint8 {0, 1}): `samus.cine_sim`'s probe motion."""
+    from samus.cine_sim import simulate_cine
+
+    return simulate_cine(image, mask, frames, seed)
 
 
 def save_nifti(volume: np.ndarray, path) -> None:
