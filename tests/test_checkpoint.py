@@ -41,6 +41,18 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
+def test_numpy_metadata_is_stored_as_plain_numbers(tmp_path):
+    # validation means are numpy scalars; stored as such the safe loader would refuse the file
+    import numpy as np
+
+    model = samus.build_samus("tiny")
+    path = samus.save_checkpoint(tmp_path / "m.pt", model, provenance={"val_dice": np.float32(0.75)},
+                                 extra={"curve": [np.float64(0.5), np.array([1, 2])], "pair": (np.int64(3), 4)})
+    c = samus.read_checkpoint(path)
+    assert c.provenance["val_dice"] == pytest.approx(0.75) and type(c.provenance["val_dice"]) is float
+    assert c.extra["curve"] == [0.5, [1, 2]] and c.extra["pair"] == [3, 4]
+
+
 def test_official_samus_state_dict_with_module_prefix(tmp_path):
     model = samus.build_samus("tiny")
     path = tmp_path / "SAMUS_11261200_12_0.81.pth"

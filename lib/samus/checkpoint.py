@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -134,6 +135,20 @@ def _check_matches(path: str, expected: Dict[str, torch.Tensor], got: Dict[str, 
         raise CheckpointError(f"checkpoint {path} does not fit the model: " + "; ".join(problems))
 
 
+def _plain(value):
+    """Metadata as plain Python: numpy scalars (validation means, for one) would make the file
+    unreadable by the safe loader, which refuses every non-tensor class."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
 def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None,
                     half: bool = False) -> str:
     """Write the project's format atomically (temporary file in the same folder, then rename).
@@ -152,8 +167,8 @@ def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, ex
         "config": model.config_name,
         "config_dict": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.to_dict().items()},
         "model": sd,
-        "provenance": provenance or {},
-        "extra": extra or {},
+        "provenance": _plain(provenance or {}),
+        "extra": _plain(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
