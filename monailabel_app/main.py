@@ -74,7 +74,7 @@ class SamusApp(MONAILabelApp):
 
     def init_infers(self) -> Dict[str, InferTask]:
         args = (self.service, self.access, self.decoded, self.app_conf.limits)
-        return {"samus": SamusInfer(*args), "samus_propagate": SamusPropagate(*args)}
+        return {"samus": SamusInfer(*args, refine=self.app_conf.refine), "samus_propagate": SamusPropagate(*args)}
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         if self.app_conf.skip_trainers:

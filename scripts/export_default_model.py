@@ -1,8 +1,11 @@
-"""Copy a training run's best checkpoint to the bundled default model, with provenance for the model card.
+"""Make a trained checkpoint the bundled default model, with the provenance the model card cites.
 
-    python scripts/export_default_model.py RUN_DIR [--history EXTRA_HISTORY.json ...]
+    python scripts/export_default_model.py CHECKPOINT_OR_RUN_DIR --data "what it was trained on" \
+        --command "samus train ..." [--command ...] [--history EARLIER_RUN/history.json ...]
 
-The weights are stored unchanged (float32); the provenance records the run's history and total time.
+A run folder means its best.pt and history.json. The weights are stored unchanged (float32). The
+provenance keeps the checkpoint's own record, the commands, and the history of every run in the chain
+(earlier runs first), with the total training time.
 """
 import argparse
 import json
@@ -14,22 +17,28 @@ from samus.checkpoint import read_checkpoint
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--command", action="append", default=[], help="the commands that produced the run")
+    ap.add_argument("source", type=Path, help="a checkpoint, or a run folder (its best.pt and history.json)")
+    ap.add_argument("--data", required=True, help="the training data, in words (recorded in the provenance)")
+    ap.add_argument("--command", action="append", default=[], help="the commands that produced it, in order")
+    ap.add_argument("--history", action="append", default=[], type=Path,
+                    help="history.json of an earlier run this one continued from (repeatable, earliest first)")
     ap.add_argument("--out", type=Path, default=samus.DEFAULT_CHECKPOINT)
     args = ap.parse_args()
-    best = read_checkpoint(args.run_dir / "best.pt")
-    history = json.loads((args.run_dir / "history.json").read_text())
-    model = samus.build_samus(None, checkpoint=args.run_dir / "best.pt")
-    provenance = dict(best.provenance or {})
+    path = args.source / "best.pt" if args.source.is_dir() else args.source
+    ckpt = read_checkpoint(path)
+    runs = [json.loads(p.read_text()) for p in args.history]
+    own = args.source / "history.json" if args.source.is_dir() else None
+    runs.append(json.loads(own.read_text()) if own else (ckpt.extra or {}).get("history") or [])
+    model = samus.build_samus(None, checkpoint=ckpt)
+    provenance = dict(ckpt.provenance or {})
     provenance.update({
         "source": "bundled default model (see MODEL_CARD.md)",
-        "data": "BUSI development subset, train split (361 images); model selection on val (52 images)",
+        "data": args.data,
         "commands": args.command,
-        "best_epoch": best.extra.get("epoch"),
-        "epochs_run": len(history),
-        "training_seconds": round(sum(h["seconds"] for h in history), 1),
-        "history": history,
+        "best_epoch": (ckpt.extra or {}).get("epoch"),
+        "epochs_run": sum(len(r) for r in runs),
+        "training_seconds": round(sum(h.get("seconds", 0.0) for r in runs for h in r), 1),
+        "history": runs,  # one list per run, earliest first
     })
     samus.save_checkpoint(args.out, model, provenance)
     print(json.dumps({k: provenance[k] for k in ("best_epoch", "epochs_run", "training_seconds", "val_dice")}))

@@ -106,6 +106,53 @@ def test_second_click_on_a_frame_reuses_the_embedding(client, tmp_path):
     assert second["model_version"] == first["model_version"]
 
 
+def test_an_added_click_refines_the_previous_mask_without_a_mask_from_the_client(client):
+    # Clients (the Slicer plugin, our module) resend every click of the frame plus the new one and no mask:
+    # the server feeds back the logits of the request with one click fewer itself.
+    _, mask = load_busi("malignant_2")
+    x, y = click_xy(mask)
+    one = {"foreground": [[x, y]]}
+    two = {"foreground": [[x, y]], "background": [[5, 5]]}
+    first, a = client.infer("samus", "malignant_2", one)
+    second, b = client.infer("samus", "malignant_2", two)
+    again, b2 = client.infer("samus", "malignant_2", two)
+    _, plain = client.infer("samus", "malignant_2", dict(two, refine=False))
+    undo, a2 = client.infer("samus", "malignant_2", one)
+    assert [a["refined"], b["refined"], b2["refined"], plain["refined"], a2["refined"]] == [
+        False, True, True, False, False]
+    # same request, same history -> same mask; undoing the click gives back the first mask
+    assert np.array_equal(np.asarray(Image.open(second)), np.asarray(Image.open(again)))
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(undo)))
+    # a click on another image never meets this image's logits
+    _, other = client.infer("samus", "benign_3", two)
+    assert other["refined"] is False
+
+
+def test_corrective_clicks_through_the_server_improve_the_mask(client, bundled_model):
+    """The click curve as a user meets it: each request adds the corrective click (samus.prompts.next_click:
+    positive on the largest miss, negative on the largest false alarm) and sends no mask."""
+    from samus.prompts import next_click
+
+    curves = []
+    for name in IMAGES:
+        _, mask = load_busi(name)
+        gt = mask > 0
+        fg, bg = [list(click_xy(mask))], []
+        curve = []
+        for k in range(3):
+            result, params = client.infer("samus", name, {"foreground": fg, "background": bg})
+            assert params["refined"] is (k > 0)
+            pred = np.asarray(Image.open(result)) > 0
+            curve.append(dice(pred, gt))
+            click = next_click(pred, gt, previous=fg + bg)
+            if click is None:
+                break
+            (fg if click[2] == 1 else bg).append([int(click[0]), int(click[1])])
+        curves.append(curve + [curve[-1]] * (3 - len(curve)))
+    mean = np.mean(curves, axis=0)
+    assert mean[2] > mean[0] and mean[1] >= mean[0] - 0.01, mean
+
+
 def test_uploaded_file_is_segmented_and_cached_by_content(server, tmp_path):
     path = SAMPLES / "images" / "benign_4.png"
     answers = []
@@ -251,6 +298,7 @@ BAD_INFER = [
     ("lossy result", "samus", "benign_3", {"foreground": [[50, 50]], "result_extension": ".jpg"}, 400, "result_extension"),
     ("bad result dtype", "samus", "benign_3", {"foreground": [[50, 50]], "result_dtype": "complex"}, 400, "result_dtype"),
     ("bad roi", "samus", "benign_3", {"roi": [1, 2, 3]}, 400, "roi"),
+    ("refine not a boolean", "samus", "benign_3", {"foreground": [[50, 50]], "refine": "yes"}, 400, "refine"),
     ("bad direction", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "direction": "sideways"}, 400, "direction"),
     ("bad frame range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [20, 5]}, 400, "frames"),
     ("seed outside range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20]}, 400, "outside"),

@@ -348,7 +348,7 @@ class Fuzz:
             {"learning_rate": self.rng.choice([10**400, -1, "x", 0, None])}, {"train_batch_size": 10**9},
             {"name": self.rng.choice(["../../x", "a\x00", "", "x" * 100, 5])}, {"gpus": ["0"]}, {"gpus": "0;rm -rf"},
             {"device": [5]}, {"device": {"a": 1}}, {"device": "tpu:x"}, {"model": "other"}, {"val_split": 1.0},
-            {"clicks": 10**6}, {"seed": -1}, {"precision": {"a": 1}}, {"train_mode": "everything"}])
+            {"max_rounds": 10**6}, {"seed": -1}, {"precision": {"a": 1}}, {"train_mode": "everything"}])
         extra = self.junk()
         body = dict(extra if isinstance(extra, dict) and self.rng.random() < 0.3 else {}, **bad)
         model = self.rng.choice(["samus", "samus", "nope", ""])

@@ -1,7 +1,8 @@
-"""The bundled default model: a small SAMUS trained from scratch on BUSI (see weights/MODEL_CARD.md)."""
+"""The bundled default model: a small SAMUS trained with simulated clicks on breast, fetal-head and nerve/vessel
+ultrasound (see weights/MODEL_CARD.md)."""
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "samus_small_busi.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "samus_small_multi.pt"
 
 
 def load_default_model(device="cpu"):

@@ -41,6 +41,7 @@ class AppConf:
     cache_mb: int  # ... and at most this many MiB
     model_dir: Optional[str]  # where trained weights are published; None = <app>/model
     skip_trainers: bool
+    refine: bool  # feed the previous request's logits back when a request adds one click (refinement.py)
     threads: int  # torch CPU threads
     limits: RequestLimits
 
@@ -156,6 +157,7 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
     "max_params_kb": (_int_at_least(1), "an integer >= 1 (KiB of JSON params in one request)", "1024"),
     "threads": (_threads, "auto or an integer >= 1 (CPU threads for PyTorch)", "auto"),
     "skip_trainers": (_bool, "true or false", "false"),
+    "refine": (_bool, "true or false (reuse the previous request's mask when a request adds one click)", "true"),
     "sam2": (_sam2, "false (SAM2 is not part of this app)", "false"),
 }
 
@@ -192,6 +194,7 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
         cache_mb=values["cache_mb"],
         model_dir=values["model_dir"],
         skip_trainers=values["skip_trainers"],
+        refine=values["refine"],
         threads=values["threads"],
         limits=RequestLimits(
             image_voxels=values["max_image_voxels"], frame_pixels=values["max_frame_pixels"],

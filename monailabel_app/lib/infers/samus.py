@@ -3,16 +3,19 @@ import time
 
 import numpy as np
 
-from ..errors import bad_request
+from ..errors import bad_request, show
 from ..image_io import check_result_format, write_label
+from ..refinement import RefinementMemory
 from ..request_prompts import interactive_prompt, mask_input
 from .base import SamusInferBase
 
 
 class SamusInfer(SamusInferBase):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, refine: bool = True, **kwargs):
         super().__init__(*args, description="SAMUS: click on a frame to segment the object under the clicks "
                                             "(positive / negative points, optional box)", **kwargs)
+        self.refine_default = refine
+        self.memory = RefinementMemory()
 
     def __call__(self, request):
         t0 = time.perf_counter()
@@ -22,16 +25,24 @@ class SamusInfer(SamusInferBase):
         served = self.served()
         low_res_size = 4 * served.predictor.model.config.grid_size
         previous = mask_input(request, low_res_size)
+        refine = request.get("refine", self.refine_default)
+        if not isinstance(refine, bool):
+            raise bad_request(f"refine must be true or false, got {show(refine)}")
+        refined = False
+        if previous is None and refine:
+            previous = self.memory.previous(info.key, frame, served.version, prompt)
+            refined = previous is not None
 
         t1 = time.perf_counter()
         try:
             emb, cache_hit = self.embedding(served, info, frame)
             t2 = time.perf_counter()
-            mask, score, _ = served.predictor.predict_embedding(emb, prompt.points, prompt.labels, prompt.box,
-                                                                previous)
+            mask, score, logits = served.predictor.predict_embedding(emb, prompt.points, prompt.labels,
+                                                                     prompt.box, previous)
         except ValueError as e:  # prompts or pixels the predictor refuses
             raise bad_request(str(e)) from None
         t3 = time.perf_counter()
+        self.memory.remember(info.key, frame, served.version, prompt, logits)
 
         label = np.zeros((info.rows, info.cols, info.frames), np.uint8)
         label[:, :, frame] = mask
@@ -41,6 +52,7 @@ class SamusInfer(SamusInferBase):
             "frame": frame,
             "score": score,
             "cache_hit": cache_hit,
+            "refined": refined,  # the previous request's mask (these clicks minus one) was fed back
             "model_version": served.version,
             "area": int(mask.sum()),
             "label_names": {name: i + 1 for i, name in enumerate(self.labels)},

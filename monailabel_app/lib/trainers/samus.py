@@ -78,7 +78,7 @@ class SamusTrainTask(TrainTask):
             "learning_rate": 1e-4,
             "train_mode": TRAIN_MODES,  # auto: the official freezing rule for vit_b, everything for smaller models
             "precision": PRECISIONS,
-            "clicks": 1,
+            "max_rounds": 3,  # corrective clicks simulated per sample, drawn from 0..max_rounds
             "max_steps_per_epoch": 0,  # 0 = whole epochs
             "seed": 1234,
             "device": device_list(),
@@ -157,7 +157,7 @@ class SamusTrainTask(TrainTask):
             "lr": lr,
             "train_mode": req["train_mode"],
             "bf16": req["precision"] == "bf16",
-            "clicks": integer("clicks", 1, 64),
+            "max_rounds": integer("max_rounds", 0, 20),
             "max_steps_per_epoch": integer("max_steps_per_epoch", 0, 10**9) or None,
             "seed": integer("seed", 0, 2**32 - 1),
             "device": name_to_device(device),
@@ -248,7 +248,10 @@ class SamusTrainTask(TrainTask):
             pairs, val_fraction=opts["val_split"], progress=progress,
             config=opts["config"], checkpoint=opts["start_checkpoint"], mode=opts["mode"], lr=opts["lr"],
             batch_size=opts["batch_size"], epochs=opts["epochs"], seed=opts["seed"], bf16=opts["bf16"],
-            device=device, out_dir=opts["run_dir"], clicks=opts["clicks"],
+            device=device, out_dir=opts["run_dir"], max_rounds=opts["max_rounds"],
+            # the bundled model's recipe (MODEL_CARD.md): the IoU head learns too where it is trainable, and
+            # masks are pushed to hold every positive click and no negative one
+            iou_loss_weight=1.0 if opts["mode"] == "full" else 0.0, click_loss_weight=0.5,
             max_steps_per_epoch=opts["max_steps_per_epoch"], progress_bar=False, tensorboard=True,
             data="MONAI Label datastore (labels/final)",
         )

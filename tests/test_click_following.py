@@ -1,0 +1,58 @@
+"""The bundled model segments what is clicked, not what it learned to look for.
+
+Synthetic speckled scenes with two separate objects: a dark round one (a vessel, a cyst) beside a larger one
+that is bright or also dark. The model bundled before the click-trained one returned the dark object for a
+click on the bright one; a click on either object must now return that object.
+"""
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+import samus
+from samus import SamusPredictor
+
+H, W = 300, 400
+
+
+def scene(seed: int, small_level: float, large_level: float):
+    """(uint8 image, mask of the small object, mask of the large object), with Rayleigh speckle."""
+    yy, xx = np.mgrid[:H, :W]
+    small = ((xx - 110) / 45) ** 2 + ((yy - 150) / 35) ** 2 <= 1
+    large = ((xx - 280) / 70) ** 2 + ((yy - 160) / 50) ** 2 <= 1
+    echo = np.full((H, W), 0.35)
+    echo[small], echo[large] = small_level, large_level
+    speckled = echo * np.random.default_rng(seed).rayleigh(1.0, (H, W)) / 1.25
+    return np.clip(gaussian_filter(speckled, 1.0) * 255, 0, 255).astype(np.uint8), small, large
+
+
+def dice(a, b) -> float:
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    assert samus.DEFAULT_CHECKPOINT.is_file(), f"the bundled model {samus.DEFAULT_CHECKPOINT} is missing"
+    return SamusPredictor(samus.build_samus(None, checkpoint=samus.DEFAULT_CHECKPOINT).eval())
+
+
+@pytest.mark.parametrize("levels", [(0.05, 0.75), (0.08, 0.10)], ids=["dark beside bright", "dark beside dark"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_click_on_either_object_returns_that_object(predictor, one_thread, levels, seed):
+    image, small, large = scene(seed, *levels)
+    predictor.set_image(image)
+    for clicked, other in ((small, large), (large, small)):
+        ys, xs = np.nonzero(clicked)
+        x, y = xs.mean(), ys.mean()
+        mask, _, _ = predictor.predict([[x, y]], [1])
+        assert mask[int(round(y)), int(round(x))], "the mask does not contain the clicked pixel"
+        assert dice(mask, clicked) >= 0.6, dice(mask, clicked)
+        assert dice(mask, other) <= 0.2, dice(mask, other)
+
+
+def test_a_negative_click_removes_the_other_object(predictor, one_thread):
+    # Two dark objects: a click on the small one plus a negative click on the large one keeps only the small.
+    image, small, large = scene(3, 0.08, 0.10)
+    predictor.set_image(image)
+    (ys, xs), (yl, xl) = np.nonzero(small), np.nonzero(large)
+    mask, _, _ = predictor.predict([[xs.mean(), ys.mean()], [xl.mean(), yl.mean()]], [1, 0])
+    assert (mask & large).sum() <= 0.05 * large.sum() and dice(mask, small) >= 0.6
