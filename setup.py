@@ -12,6 +12,7 @@ CORE = [
     "nibabel",
     "pynrrd",
     "scipy",
+    "scikit-image",  # phase correlation for propagation (already required by MONAI Label)
     "tqdm",
     "tensorboard",
 ]

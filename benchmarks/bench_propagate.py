@@ -43,15 +43,21 @@ def main() -> int:
     ap.add_argument("--per-dataset", type=int, default=10)
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--amplitude", type=float, default=1.5, help="motion strength (1: the app tests' cine)")
+    ap.add_argument("--negatives", type=int, nargs="+", default=[0, 2], help="negative clicks to try")
     args = ap.parse_args()
     model = samus.load_default_model() if args.checkpoint is None else samus.build_samus(None, args.checkpoint)
     predictor = samus.SamusPredictor(model, cache_size=4096, cache_bytes=2 * 2**30)
     settings = {}
-    for mask_input, pos, neg, box in itertools.product((False, True), (1, 3), (0, 2), (None, 0.1)):
-        name = f"mask_input={int(mask_input)} pos={pos} neg={neg} box={box}"
+    for carry, track, mask_input, pos, neg, box in itertools.product(
+            (False, True), (False, True), (False, True), (1, 3), args.negatives, (None, 0.1)):
+        if carry and (not track or pos > 1 or neg):
+            continue  # carried seed clicks replace the derived ones, and are always tracked
+        name = f"carry={int(carry)} track={int(track)} mask_input={int(mask_input)} pos={pos} neg={neg} box={box}"
         settings[name] = PropagationOptions(direction="forward", use_mask_input=mask_input, positive_clicks=pos,
-                                            negative_clicks=neg, box_margin=box)
-    scores = {name: {"clicked": [], "propagated": []} for name in settings}
+                                            negative_clicks=neg, box_margin=box, track_motion=track,
+                                            carry_seed_clicks=carry)
+    oracle = "oracle: the middle click of the true mask on every frame"
+    scores = {name: {"clicked": [], "propagated": []} for name in list(settings) + [oracle]}
     per_dataset = {}
     for folder in args.data:
         name_ds = dataset_name(folder)
@@ -66,12 +72,22 @@ def main() -> int:
                 scores[name]["clicked"].append(dice[0])
                 scores[name]["propagated"].append(float(np.mean(dice[1:])))
                 per_dataset.setdefault((name, name_ds), []).append(float(np.mean(dice[1:])) - dice[0])
+            # What a user clicking every frame would get: the bound for any propagation.
+            dice = []
+            for k in range(args.frames):
+                emb, _ = predictor.embed(cine[:, :, k], (case, k))
+                x, y, label = first_click(truth[:, :, k] > 0)
+                m, _, _ = predictor.predict_embedding(emb, [[x, y]], [label])
+                dice.append(dice_score(m, truth[:, :, k] > 0))
+            scores[oracle]["clicked"].append(dice[0])
+            scores[oracle]["propagated"].append(float(np.mean(dice[1:])))
+            per_dataset.setdefault((oracle, name_ds), []).append(float(np.mean(dice[1:])) - dice[0])
     print(f"{len(scores[next(iter(scores))]['clicked'])} cines x {args.frames} frames, amplitude {args.amplitude}")
-    print(f"{'setting':44s} {'clicked':>8s} {'propagated':>11s} {'gap':>7s}   gap per data set")
+    print(f"{'setting':66s} {'clicked':>8s} {'propagated':>11s} {'gap':>7s}   gap per data set")
     for name, s in sorted(scores.items(), key=lambda kv: -np.mean(kv[1]["propagated"])):
         c, p = np.mean(s["clicked"]), np.mean(s["propagated"])
         gaps = "  ".join(f"{ds} {statistics.mean(v):+.3f}" for (n, ds), v in per_dataset.items() if n == name)
-        print(f"{name:44s} {c:8.3f} {p:11.3f} {p - c:+7.3f}   {gaps}")
+        print(f"{name:66s} {c:8.3f} {p:11.3f} {p - c:+7.3f}   {gaps}")
     return 0
 
 

@@ -1,11 +1,16 @@
 """Frame-by-frame propagation through a cine loop or volume.
 
-The user's clicks segment their frames ("seeds"). Each neighbouring frame is then prompted from the result
-on the previous one: its 128 x 128 low-res logits (as SAM's mask input, when the model was trained with
-it) and clicks derived from its mask (the deepest interior point, optionally more interior points and
-negative points around it). A chain stops where the object disappears (mask smaller than `min_area`
-pixels or predicted IoU below `min_score`), at the end of the requested frame range, or half-way to the
-next seed frame (the rest of the gap is filled from that seed).
+The user's clicks segment their frames ("seeds"). Each neighbouring frame is then prompted from the
+previous one: by default with the user's own clicks, moved along with the picture (below); optionally with
+clicks derived from the previous mask (the deepest interior point, more interior points and negative points
+around it), its box, and its 128 x 128 low-res logits as SAM's mask input. A chain stops where the object
+disappears (mask smaller than `min_area` pixels or predicted IoU below `min_score`), at the end of the
+requested frame range, or half-way to the next seed frame (the rest of the gap is filled from that seed).
+
+Between frames the probe moves: the shift of the picture around the object is measured by phase correlation
+of the two frames (a window around the previous mask), and the carried clicks (or, with `track_motion`, the
+derived prompt) move by it, so clicks stay on the object when it moves farther than its own size between
+labelled frames.
 
 Frames are read through a callable and encoded in batches ahead of the chain, filling the predictor's
 embedding cache, so later clicks on propagated frames cost no encoder pass.
@@ -17,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from .predictor import ImageEmbedding, SamusPredictor
-from .preprocess import to_original_coords
+from .preprocess import to_original_coords, to_unit_grayscale
 from .prompts import interior_distance
 
 DIRECTIONS = ("both", "forward", "backward")
@@ -49,10 +54,12 @@ class PropagationOptions:
     direction: str = "both"
     min_area: int = 20  # pixels, at the original resolution
     min_score: Optional[float] = None  # predicted IoU below which the object counts as lost (None: off)
-    use_mask_input: bool = False  # only helps models trained with SAM's mask prompt
+    use_mask_input: bool = False  # the previous logits are misaligned after motion: costs Dice (bench_propagate)
     positive_clicks: int = 1  # derived from the previous mask
     negative_clicks: int = 0
     box_margin: Optional[float] = None  # also prompt with the previous mask's box, grown by this fraction
+    track_motion: bool = True  # move the derived prompt by the measured shift between the two frames
+    carry_seed_clicks: bool = True  # prompt with the user's own clicks, carried along by the measured motion
     batch_size: int = 8
 
     def check(self) -> None:
@@ -100,6 +107,39 @@ def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], p
         corners = to_original_coords((corners + 0.5) * 2 - 0.5, original_size, 2 * size)
         box = np.clip(corners, 0, [w - 1, h - 1]).reshape(4)
     return FramePrompt(points, np.array(labels, dtype=np.int64), box)
+
+
+def frame_motion(previous: np.ndarray, current: np.ndarray, mask: np.ndarray, context: float = 1.0) -> np.ndarray:
+    """(dx, dy) in pixels by which the picture around `mask` (H x W bool, on `previous`) moved in `current`.
+
+    Phase correlation (scikit-image) of a window around the mask's box, grown by `context` times its size on
+    each side: the object and its surroundings move together with the probe, the far field need not.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    a, b = to_unit_grayscale(previous), to_unit_grayscale(current)
+    if a.shape != b.shape or not mask.any():
+        return np.zeros(2)
+    ys, xs = np.nonzero(mask)
+    h, w = a.shape
+    gy, gx = max(16, context * (ys.ptp() + 1)), max(16, context * (xs.ptp() + 1))
+    y0, y1 = int(max(0, ys.min() - gy)), int(min(h, ys.max() + 1 + gy))
+    x0, x1 = int(max(0, xs.min() - gx)), int(min(w, xs.max() + 1 + gx))
+    window = np.outer(np.hanning(y1 - y0), np.hanning(x1 - x0))  # no wrap-around edges in the spectrum
+    pa, pb = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+    shift, _, _ = phase_cross_correlation((pa - pa.mean()) * window, (pb - pb.mean()) * window,
+                                          normalization=None)
+    return -np.asarray(shift[::-1], dtype=np.float64)  # registration shift of `current` -> motion (x, y)
+
+
+def _moved(prompt: FramePrompt, low_res: np.ndarray, motion: np.ndarray, original_size: Tuple[int, int]):
+    """The prompt and the low-res logits moved by `motion` (dx, dy original pixels), clipped to the image."""
+    h, w = original_size
+    points = np.clip(prompt.points + motion, 0, [w - 1, h - 1])
+    box = None if prompt.box is None else np.clip(prompt.box + np.tile(motion, 2), 0, [w - 1, h - 1] * 2)
+    per_cell = low_res.shape[0] / max(h, w)  # the logits cover the longest side
+    logits = ndimage.shift(low_res, motion[::-1] * per_cell, order=1, mode="nearest")
+    return FramePrompt(points, prompt.labels, box), logits
 
 
 def _chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
@@ -162,14 +202,23 @@ def propagate(
                 result.stopped_at.append(seed)
             continue
         prev = seed
+        carried = prompts[seed]
         for start in range(0, len(order), opts.batch_size):
             batch = order[start:start + opts.batch_size]
             lost = False
             for k, emb in zip(batch, embeddings(batch)):
                 p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
                                    opts.box_margin)
+                previous_logits = low_res[prev]
+                if opts.track_motion or opts.carry_seed_clicks:
+                    motion = frame_motion(get_frame(prev), get_frame(k), result.masks[prev])
+                    p, previous_logits = _moved(p, previous_logits, motion, emb.original_size)
+                if opts.carry_seed_clicks and carried.points is not None:
+                    carried, _ = _moved(FramePrompt(carried.points, carried.labels), previous_logits, motion,
+                                        emb.original_size)
+                    p = FramePrompt(carried.points, carried.labels, p.box)
                 mask, score, logits = predictor.predict_embedding(
-                    emb, p.points, p.labels, p.box, low_res[prev] if opts.use_mask_input else None)
+                    emb, p.points, p.labels, p.box, previous_logits if opts.use_mask_input else None)
                 if mask.sum() < opts.min_area or (opts.min_score is not None and score < opts.min_score):
                     result.stopped_at.append(k)
                     lost = True
