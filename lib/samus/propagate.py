@@ -117,29 +117,33 @@ def frame_motion(previous: np.ndarray, current: np.ndarray, mask: np.ndarray, co
     """
     from skimage.registration import phase_cross_correlation
 
-    a, b = to_unit_grayscale(previous), to_unit_grayscale(current)
-    if a.shape != b.shape or not mask.any():
+    if np.shape(previous)[:2] != np.shape(current)[:2] or not mask.any():
         return np.zeros(2)
     ys, xs = np.nonzero(mask)
-    h, w = a.shape
+    h, w = mask.shape
     gy, gx = max(16, context * (ys.ptp() + 1)), max(16, context * (xs.ptp() + 1))
     y0, y1 = int(max(0, ys.min() - gy)), int(min(h, ys.max() + 1 + gy))
     x0, x1 = int(max(0, xs.min() - gx)), int(min(w, xs.max() + 1 + gx))
     window = np.outer(np.hanning(y1 - y0), np.hanning(x1 - x0))  # no wrap-around edges in the spectrum
-    pa, pb = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
+    # Only the window is converted: the grayscale scaling is affine, which the correlation peak ignores.
+    pa = to_unit_grayscale(np.asarray(previous)[y0:y1, x0:x1])
+    pb = to_unit_grayscale(np.asarray(current)[y0:y1, x0:x1])
     shift, _, _ = phase_cross_correlation((pa - pa.mean()) * window, (pb - pb.mean()) * window,
                                           normalization=None)
     return -np.asarray(shift[::-1], dtype=np.float64)  # registration shift of `current` -> motion (x, y)
 
 
-def _moved(prompt: FramePrompt, low_res: np.ndarray, motion: np.ndarray, original_size: Tuple[int, int]):
-    """The prompt and the low-res logits moved by `motion` (dx, dy original pixels), clipped to the image."""
+def _moved(prompt: FramePrompt, motion: np.ndarray, original_size: Tuple[int, int]) -> FramePrompt:
+    """The prompt moved by `motion` (dx, dy original pixels), clipped to the image."""
     h, w = original_size
     points = np.clip(prompt.points + motion, 0, [w - 1, h - 1])
     box = None if prompt.box is None else np.clip(prompt.box + np.tile(motion, 2), 0, [w - 1, h - 1] * 2)
-    per_cell = low_res.shape[0] / max(h, w)  # the logits cover the longest side
-    logits = ndimage.shift(low_res, motion[::-1] * per_cell, order=1, mode="nearest")
-    return FramePrompt(points, prompt.labels, box), logits
+    return FramePrompt(points, prompt.labels, box)
+
+
+def _moved_logits(low_res: np.ndarray, motion: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+    per_cell = low_res.shape[0] / max(original_size)  # the logits cover the longest side
+    return ndimage.shift(low_res, motion[::-1] * per_cell, order=1, mode="nearest")
 
 
 def _chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
@@ -209,16 +213,16 @@ def propagate(
             for k, emb in zip(batch, embeddings(batch)):
                 p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
                                    opts.box_margin)
-                previous_logits = low_res[prev]
+                mask_input = low_res[prev] if opts.use_mask_input else None
                 if opts.track_motion or opts.carry_seed_clicks:
                     motion = frame_motion(get_frame(prev), get_frame(k), result.masks[prev])
-                    p, previous_logits = _moved(p, previous_logits, motion, emb.original_size)
-                if opts.carry_seed_clicks and carried.points is not None:
-                    carried, _ = _moved(FramePrompt(carried.points, carried.labels), previous_logits, motion,
-                                        emb.original_size)
-                    p = FramePrompt(carried.points, carried.labels, p.box)
-                mask, score, logits = predictor.predict_embedding(
-                    emb, p.points, p.labels, p.box, previous_logits if opts.use_mask_input else None)
+                    p = _moved(p, motion, emb.original_size)
+                    if mask_input is not None:
+                        mask_input = _moved_logits(mask_input, motion, emb.original_size)
+                    if opts.carry_seed_clicks and carried.points is not None:
+                        carried = _moved(FramePrompt(carried.points, carried.labels), motion, emb.original_size)
+                        p = FramePrompt(carried.points, carried.labels, p.box)
+                mask, score, logits = predictor.predict_embedding(emb, p.points, p.labels, p.box, mask_input)
                 if mask.sum() < opts.min_area or (opts.min_score is not None and score < opts.min_score):
                     result.stopped_at.append(k)
                     lost = True
