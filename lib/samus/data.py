@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .augment import augment_pair
-from .preprocess import preprocess_image
+from .preprocess import preprocess_image, to_unit_grayscale
 from .prompts import first_prompt, jittered_box, middle_click, random_clicks, tight_box
 
 IMAGE_SIZE = 256
@@ -434,9 +434,11 @@ def _load_pair(item: Item, cache: Optional[dict]) -> Tuple[np.ndarray, np.ndarra
     return image, label
 
 
-def _model_image(item: Item, image: np.ndarray) -> torch.Tensor:
+def _model_image(item: Item, image: np.ndarray, model=None) -> torch.Tensor:
     try:
-        return preprocess_image(image, IMAGE_SIZE)[0, 0]
+        if model is None:
+            return preprocess_image(image, IMAGE_SIZE)[0, 0]
+        return model.preprocess(to_unit_grayscale(image))[0, 0]
     except ValueError as e:
         raise ValueError(f"image {item['image']}: {e}") from e
 
@@ -448,14 +450,27 @@ def decode_item(item: Item, cache: Optional[dict] = None) -> Tuple[torch.Tensor,
 
 
 def decode_targets(item: Item, cache: Optional[dict] = None, components: bool = False,
-                   min_fraction: float = 0.0) -> Tuple[torch.Tensor, List[Tuple[int, torch.Tensor]]]:
+                   min_fraction: float = 0.0, model=None, flip: bool = False
+                   ) -> Tuple[torch.Tensor, List[Tuple[int, torch.Tensor]]]:
     """-> (256 x 256 float32 image, [(class id, 256 x 256 uint8 mask)] of `label_targets`). Targets found at
-    the original size that vanish at 256 x 256 are dropped (at least one target is always kept)."""
+    the original size that vanish at 256 x 256 are dropped (at least one target is always kept).
+
+    `model` places image and masks on its own canvas (`model.preprocess`, `model.geometry`; default: SAMUS's
+    256 x 256 stretch); `flip` mirrors image and masks left-right at the original size first."""
     image, label = _load_pair(item, cache)
+    if flip:
+        image, label = np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(label[:, ::-1])
     found = label_targets(label, item.get("class_id", 1), components, min_fraction)
-    targets = [(c, resize_mask(m, IMAGE_SIZE)) for c, m in found]
+    to_canvas = (lambda m: resize_mask(m, IMAGE_SIZE)) if model is None else model.geometry.mask
+    targets = [(c, to_canvas(m)) for c, m in found]
     kept = [t for t in targets if t[1].any()] or targets[:1]
-    return _model_image(item, image), kept
+    return _model_image(item, image, model), kept
+
+
+def _image_shape(item: Item) -> Tuple[int, int]:
+    """(rows, columns) of an item's image from its header, without decoding the pixels."""
+    rows, cols = _spatial_size(os.fspath(item["image"]))[:2]
+    return int(rows), int(cols)
 
 
 def _decode_all(items: Sequence[Item], fn) -> list:
@@ -496,7 +511,8 @@ class SamusDataset(Dataset):
 
     def __init__(self, items: Sequence[Item], train: bool = True, augment: bool = True, clicks: int = 1,
                  neg_clicks: int = 0, seed: int = 0, prompts: str = "fixed", max_points: int = 8,
-                 components: bool = False, min_fraction: float = 0.001):
+                 components: bool = False, min_fraction: float = 0.001, model=None, features=None,
+                 views: Sequence[str] = ("orig",), box_prob: float = 0.2):
         if not items:
             raise ValueError("no samples: the item list is empty")
         if clicks < 1 or neg_clicks < 0:
@@ -505,16 +521,38 @@ class SamusDataset(Dataset):
             raise ValueError(f"unknown prompt mode {prompts!r}; choose one of {PROMPT_MODES}")
         if max_points < 3:
             raise ValueError(f"max_points must be >= 3 (a box and a click), got {max_points}")
+        if features is not None and model is None:
+            raise ValueError("cached features need the model they belong to")
         self.items = list(items)
         self.train, self.augment = train, augment
         self.clicks, self.neg_clicks = clicks, neg_clicks
         self.prompts, self.max_points = prompts, max_points
+        if not 0 <= box_prob <= 0.5:
+            raise ValueError(f"box_prob must be in [0, 0.5] (half of the first prompts are single clicks), got {box_prob}")
+        self.box_prob = box_prob
         self.seed, self.epoch = seed, 0
-        decoded = _decode_all(self.items, lambda it, cache: decode_targets(it, cache, components, min_fraction))
+        self.low_res_size = LOW_RES_SIZE if model is None else model.low_res_size
+        # Cached encoder features replace the image; pixel augmentation would not match them, so the only
+        # augmentation left is the choice between cached views (e.g. a left-right flip).
+        self.features = features
+        self.views = list(views) if features is not None else ["orig"]
+        unknown = set(self.views) - {"orig", "hflip"}
+        if unknown:
+            raise ValueError(f"unknown views {sorted(unknown)}; choose orig or hflip")
+        keep_images = features is None or bool(getattr(model.image_encoder, "needs_image", False))
+        decoded = _decode_all(self.items, lambda it, cache: decode_targets(it, cache, components, min_fraction, model))
         # float16 halves the memory of the cache; its 11-bit mantissa is finer than 8-bit input.
-        self.images = torch.stack([d[0] for d in decoded]).to(torch.float16)
-        # Per image a map of target numbers (1..T; targets never overlap), and the list of (image, number).
-        self.targets = torch.zeros((len(decoded), IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+        self.images = torch.stack([d[0] for d in decoded]).to(torch.float16) if keep_images else None
+        self.targets = self._target_maps(decoded)
+        # Where the image lies on the canvas (all of it for SAMUS; top-left for padded layouts): a flipped
+        # view mirrors that region.
+        shapes = [_image_shape(it) for it in self.items] if model is not None else None
+        self.content = [model.geometry.content_shape(hw) for hw in shapes] if shapes else None
+
+    def _target_maps(self, decoded) -> torch.Tensor:
+        """Per image a map of target numbers (1..T; targets never overlap), and the list of (image, number)."""
+        size = decoded[0][0].shape[-1]
+        maps = torch.zeros((len(decoded), size, size), dtype=torch.uint8)
         self.samples: List[Tuple[int, int, int]] = []  # (image index, target number, class id)
         names = sorted({str(it.get("dataset", "")) for it in self.items})
         self.dataset_names = names
@@ -523,7 +561,7 @@ class SamusDataset(Dataset):
             if len(targets) > 255:
                 raise ValueError(f"{self.items[i]['image']}: more than 255 targets in one label")
             for t, (class_id, m) in enumerate(targets, 1):
-                self.targets[i][m.bool()] = t
+                maps[i][m.bool()] = t
                 self.samples.append((i, t, class_id))
                 self.sample_dataset.append(names.index(str(self.items[i].get("dataset", ""))))
         # Sample ids: the item's id, plus ":class.structure" when an item gives several targets.
@@ -534,6 +572,7 @@ class SamusDataset(Dataset):
             counts[(i, class_id)] = counts.get((i, class_id), 0) + 1
             base = str(self.items[i]["id"])
             self.ids.append(f"{base}:{class_id}.{counts[(i, class_id)]}" if several else base)
+        return maps
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -543,24 +582,27 @@ class SamusDataset(Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         i, t, _ = self.samples[index]
-        image = self.images[i].float()[None]
-        mask = (self.targets[i] == t).float()[None]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.train and self.augment:
+        view = self.views[int(rng.integers(len(self.views)))] if self.train and self.augment else "orig"
+        mask = (self.targets[i] == t).float()[None]
+        image = self.images[i].float()[None] if self.images is not None else None
+        if view == "hflip":
+            mask, image = self._mirror(i, mask), (self._mirror(i, image) if image is not None else None)
+        if self.train and self.augment and self.features is None:
             image, mask = augment_pair(image, mask, rng)
         m = mask[0].numpy() > 0.5
         if not self.train:
             coords, labels = middle_click(m)
             box = tight_box(m)
         elif self.prompts == "interactive":
-            coords, labels = first_prompt(m, rng, self.max_points)
+            coords, labels = first_prompt(m, rng, self.max_points, p_box=self.box_prob)
             box = jittered_box(m, rng)
         else:
             coords, labels = random_clicks(m, rng, self.clicks, self.neg_clicks)
             box = jittered_box(m, rng)
-        low = F.interpolate(mask[None], size=(LOW_RES_SIZE, LOW_RES_SIZE), mode="nearest-exact")[0]
-        return {
-            "image": image,
+        low = mask if self.low_res_size == mask.shape[-1] else \
+            F.interpolate(mask[None], size=(self.low_res_size, self.low_res_size), mode="nearest-exact")[0]
+        sample = {
             "mask": mask,
             "low_mask": low,
             "point_coords": torch.as_tensor(coords, dtype=torch.float32),
@@ -570,6 +612,17 @@ class SamusDataset(Dataset):
             "id": self.ids[index],
             "dataset": self.sample_dataset[index],
         }
+        if image is not None:
+            sample["image"] = image
+        if self.features is not None:
+            sample["embedding"] = self.features.load(self.items[i], view)
+        return sample
+
+    def _mirror(self, i: int, t: torch.Tensor) -> torch.Tensor:
+        h, w = self.content[i] if self.content else t.shape[-2:]
+        out = t.clone()
+        out[..., :h, :w] = t[..., :h, :w].flip(-1)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------- several data sets

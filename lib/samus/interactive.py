@@ -100,9 +100,10 @@ class InteractiveSession(nn.Module):
         self.model = model
         self.mask_prob, self.spread, self.loss_every_round = mask_prob, spread, loss_every_round
 
-    def forward(self, images: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
-                rounds: int, rng: np.random.Generator) -> List[Tuple[torch.Tensor, ...]]:
-        embeddings = self.model.image_encoder(images)
+    def forward(self, images: Optional[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                rounds: int, rng: np.random.Generator, features: Optional[torch.Tensor] = None
+                ) -> List[Tuple[torch.Tensor, ...]]:
+        embeddings = image_embeddings(self.model, images, features)
         outputs: List[Tuple[torch.Tensor, ...]] = []
         logits, use_mask = None, None
         for r in range(rounds + 1):
@@ -117,16 +118,26 @@ class InteractiveSession(nn.Module):
             new_xy, new_lab = corrective_clicks(self.model, low.detach(), masks, rng, self.spread, (coords, labels))
             coords, labels = torch.cat([coords, new_xy], 1), torch.cat([labels, new_lab], 1)
             logits = low.detach().float()
-            use_mask = torch.from_numpy(rng.random(len(images)) < self.mask_prob).to(images.device)
+            use_mask = torch.from_numpy(rng.random(len(masks)) < self.mask_prob).to(masks.device)
         return outputs
 
 
+def image_embeddings(model, images: Optional[torch.Tensor], features: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The image encoder's output, or with `features` (a frozen trunk's cached output) what the model's
+    trainable part makes of them."""
+    if features is None:
+        return model.image_encoder(images)
+    if not hasattr(model.image_encoder, "adapt"):
+        raise ValueError(f"{type(model).__name__} has no frozen trunk: it cannot train on cached features")
+    return model.image_encoder.adapt(features, images)
+
+
 @torch.no_grad()
-def click_curve(model, images: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
-                clicks: int, feed_mask: bool = True) -> torch.Tensor:
+def click_curve(model, images: Optional[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                clicks: int, feed_mask: bool = True, features: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Deterministic evaluation session on a batch: the given first prompt, then `clicks - 1` corrective
-    clicks at the deepest error pixel -> B x clicks Dice at 256 x 256 (empty vs empty scores 1)."""
-    embeddings = model.image_encoder(images)
+    clicks at the deepest error pixel -> B x clicks Dice on the model's canvas (empty vs empty scores 1)."""
+    embeddings = image_embeddings(model, images, features)
     gt = masks > 0.5
     logits, use_mask, dice = None, None, []
     for r in range(clicks):
@@ -139,15 +150,16 @@ def click_curve(model, images: torch.Tensor, coords: torch.Tensor, labels: torch
             new_xy, new_lab = corrective_clicks(model, low, masks, None, 0.0, (coords, labels))
             coords, labels = torch.cat([coords, new_xy], 1), torch.cat([labels, new_lab], 1)
             logits = low.float()
-            use_mask = torch.full((len(images),), feed_mask, dtype=torch.bool, device=images.device)
+            use_mask = torch.full((len(masks),), feed_mask, dtype=torch.bool, device=masks.device)
     return torch.stack(dice, 1)
 
 
-def click_logits(low_logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor
+def click_logits(low_logits: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, input_size: Optional[int] = None
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Logits under each positive / negative click (bilinear on the 128 x 128 grid; coordinates in 256
-    space) and the click labels as float targets, for clicks only (no padding or box rows)."""
-    size = 2.0 * low_logits.shape[-1]  # the model input size the coordinates live in
+    """Logits under each positive / negative click (bilinear on the low-res grid; coordinates in the model's
+    `input_size` space, by default SAMUS's: twice the grid) and the click labels as float targets, for
+    clicks only (no padding or box rows)."""
+    size = float(input_size or 2 * low_logits.shape[-1])  # the model input size the coordinates live in
     grid = ((coords.float() + 0.5) / size * 2 - 1)[:, :, None, :]  # B x N x 1 x 2, (x, y) in [-1, 1]
     values = torch.nn.functional.grid_sample(low_logits.float(), grid, mode="bilinear", align_corners=False)
     values = values[:, 0, :, 0]  # B x N

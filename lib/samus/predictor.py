@@ -4,7 +4,6 @@ The image encoder is the only expensive part; clicks on an already-encoded frame
 encoder and the mask decoder. Cache keys are chosen by the caller, e.g. (image id, frame, model version).
 """
 import contextlib
-import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -12,17 +11,16 @@ from typing import Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .modeling import Samus
-from .preprocess import resize_unit_grayscale, to_model_coords, to_unit_grayscale
+from .modeling.promptable import PromptableModel
+from .preprocess import to_unit_grayscale
 
 PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
 class ImageEmbedding:
-    embedding: torch.Tensor  # 1 x C x 32 x 32, float32, on the predictor's device
+    embedding: torch.Tensor  # 1 x C x G x G (G: the model's embedding grid), float32, on the predictor's device
     original_size: Tuple[int, int]  # (H, W) of the image it came from
 
     @property
@@ -97,7 +95,7 @@ class SamusPredictor:
     `embed` + `predict_embedding`, which share only the (thread-safe) cache.
     """
 
-    def __init__(self, model: Samus, device="cpu", precision: str = "fp32", cache_size: int = 64,
+    def __init__(self, model: PromptableModel, device="cpu", precision: str = "fp32", cache_size: int = 64,
                  cache_bytes: int = 512 * 2**20) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -111,14 +109,8 @@ class SamusPredictor:
     def refresh(self) -> None:
         """Re-derive what the predictor precomputes from the weights; call after changing them in place."""
         self.cache.clear()
-        encoder = self.model.image_encoder
-        if self.precision == "bf16":
-            # A bf16 copy of the encoder: autocast would otherwise re-cast every weight on every frame.
-            encoder = copy.deepcopy(encoder).to(torch.bfloat16)
-        self._encoder = encoder
-        with torch.inference_mode(), self._autocast():
-            # The position adapter does not depend on the image: run it once, not per frame.
-            self._pos_embed = encoder.position_embedding()
+        with self._autocast():
+            self._encoder = self.model.inference_encoder(torch.bfloat16 if self.precision == "bf16" else torch.float32)
 
     # ---- encoding -------------------------------------------------------------------------------------
     def _autocast(self):
@@ -130,7 +122,7 @@ class SamusPredictor:
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)
         with self._autocast():
-            emb = self._encoder(batch, self._pos_embed)
+            emb = self._encoder(batch)
         return emb.float()
 
     def embed(self, image, key: Optional[Hashable] = None) -> Tuple[ImageEmbedding, bool]:
@@ -140,7 +132,7 @@ class SamusPredictor:
             if hit is not None:
                 return hit, True
         gray = to_unit_grayscale(image)
-        item = ImageEmbedding(self._encode(resize_unit_grayscale(gray, self.model.img_size)), gray.shape)
+        item = ImageEmbedding(self._encode(self.model.preprocess(gray)), gray.shape)
         if key is not None:
             self.cache.put(key, item)
         return item, False
@@ -154,7 +146,7 @@ class SamusPredictor:
         for start in range(0, len(todo), batch_size):
             idx = todo[start:start + batch_size]
             grays = [to_unit_grayscale(frames[i]) for i in idx]
-            emb = self._encode(torch.cat([resize_unit_grayscale(g, self.model.img_size) for g in grays]))
+            emb = self._encode(torch.cat([self.model.preprocess(g) for g in grays]))
             for j, i in enumerate(idx):
                 out[i] = ImageEmbedding(emb[j:j + 1].clone(), grays[j].shape)
                 self.cache.put(keys[i], out[i])
@@ -164,11 +156,24 @@ class SamusPredictor:
         self._current, cached = self.embed(image, key)
         return cached
 
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        self._current = embedding
+
+    @torch.inference_mode()
+    def embedding_from_features(self, features: torch.Tensor, image) -> ImageEmbedding:
+        """The embedding of `image` from its frozen trunk's cached output (C x G x G), without the trunk."""
+        gray = to_unit_grayscale(image)
+        encoder = self.model.image_encoder
+        batch = self.model.preprocess(gray).to(self.device) if getattr(encoder, "needs_image", False) else None
+        emb = encoder.adapt(features.float()[None].to(self.device), batch)
+        return ImageEmbedding(emb.float(), gray.shape)
+
     # ---- prompting ------------------------------------------------------------------------------------
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None):
         """Clicks (x=column, y=row, original pixels) with labels 1/0, optional box and previous low-res logits.
 
-        Returns (boolean mask at the original size, score, 128x128 float32 low-res logits).
+        Returns (boolean mask at the original size, score, float32 low-res logits: L x L, L =
+        `model.low_res_size`, 128 for SAMUS and 256 for LiteMedSAM).
         """
         if self._current is None:
             raise RuntimeError("call set_image before predict")
@@ -178,22 +183,22 @@ class SamusPredictor:
     def predict_embedding(self, emb: ImageEmbedding, point_coords=None, point_labels=None, box=None,
                           mask_input=None):
         h, w = emb.original_size
-        size = self.model.img_size
+        to_canvas = self.model.geometry.coords
         coords, labels, boxes, masks = None, None, None, None
         if point_coords is not None or point_labels is not None:
             pts, lab = _check_points(point_coords, point_labels, (h, w))
-            coords = torch.as_tensor(to_model_coords(pts, (h, w), size), dtype=torch.float32, device=self.device)[None]
+            coords = torch.as_tensor(to_canvas(pts, (h, w)), dtype=torch.float32, device=self.device)[None]
             labels = torch.as_tensor(lab, dtype=torch.int32, device=self.device)[None]
         if box is not None:
             b = _check_box(box, (h, w))
-            boxes = torch.as_tensor(to_model_coords(b.reshape(2, 2), (h, w), size).reshape(1, 4),
+            boxes = torch.as_tensor(to_canvas(b.reshape(2, 2), (h, w)).reshape(1, 4),
                                     dtype=torch.float32, device=self.device)
         if coords is None and boxes is None:
             raise ValueError("no prompt: give at least one click or a box")
         if mask_input is not None:
-            masks = _check_mask_input(mask_input, 4 * self.model.config.grid_size).to(self.device)
+            masks = _check_mask_input(mask_input, self.model.low_res_size).to(self.device)
         low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks)
-        full = F.interpolate(low_res, size=(h, w), mode="bilinear", align_corners=False)
+        full = self.model.geometry.to_original(low_res, (h, w))
         return (full[0, 0] > 0).cpu().numpy(), float(iou[0, 0]), low_res[0, 0].float().cpu().numpy()
 
 

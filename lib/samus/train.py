@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from .atomic import atomic_path
-from .build import build_samus, freeze_for_training, parameter_report
+from .build import build_model, build_samus, freeze_for_training, parameter_report
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import (ALL_CLASSES, BalancedSampler, Item, SamusDataset, dataset_name, detect_layout, load_items,
                    pair_items, parse_data_spec)
@@ -44,6 +44,7 @@ ProgressFn = Callable[[int, int, float, Dict[str, Any]], None]
 
 @dataclass
 class TrainConfig:
+    arch: str = "samus"  # "samus", or "lite_medsam": SAMUS heads on the frozen LiteMedSAM trunk (samus.build)
     config: Optional[str] = None  # None: the checkpoint's (vit_b for SAM / official SAMUS files), else "small"
     checkpoint: Optional[str] = None  # weights to start from (ours, official SAMUS or SAM ViT-B)
     mode: str = "adapter"  # "adapter": the official freezing rule; "full": train everything
@@ -82,6 +83,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the image encoder
     click_loss_weight: float = 0.0  # > 0: BCE that the mask holds every positive click and no negative one
     lr_schedule: str = "constant"  # "constant" or "cosine" (lr * (0.05 + 0.95 * half-cosine) over epochs)
+    box_prob: float = 0.2  # chance that an interactive first prompt is a jittered box (half of them + a click)
+    # Frozen-trunk models (lite_medsam) train on the trunk's cached output: the folder of the feature cache
+    # (filled first for whatever is missing) and the cached views drawn as augmentation.
+    feature_cache: Optional[str] = None
+    views: Tuple[str, ...] = ("orig",)
 
 
 # ----------------------------------------------------------------------------------------------- plumbing
@@ -145,10 +151,30 @@ def _build_model(cfg: TrainConfig):
             raise ValueError(f"{cfg.resume} is not a resumable checkpoint (use a last.pt written by samus train)")
         if extra.get("mode") not in (None, cfg.mode):
             raise ValueError(f"{cfg.resume} was trained with mode {extra['mode']!r}, not {cfg.mode!r}")
-        return build_samus(config=None, checkpoint=ckpt), extra
+        return build_model(checkpoint=ckpt), extra
+    if cfg.arch != "samus":
+        return build_model(cfg.arch, config=cfg.config, checkpoint=cfg.checkpoint), None
     # No configuration: the checkpoint's own (official SAMUS and SAM files are vit_b), else the small model.
     config = "small" if cfg.config is None and cfg.checkpoint is None else cfg.config
     return build_samus(config=config, checkpoint=cfg.checkpoint), None
+
+
+def _feature_cache(cfg: TrainConfig, model, items: Sequence[Item]):
+    """The filled feature cache of a frozen-trunk model (None for models whose encoder trains)."""
+    if not hasattr(model.image_encoder, "trunk"):
+        if cfg.feature_cache:
+            raise ValueError(f"{model.arch} trains its image encoder; feature_cache needs a frozen-trunk model")
+        return None
+    if not cfg.feature_cache:
+        raise ValueError(f"{model.arch} trains on cached trunk features: set feature_cache to a folder")
+    from .feature_cache import FeatureCache
+
+    cache = FeatureCache(cfg.feature_cache, model)
+    todo = cache.missing(items, cfg.views)
+    if todo:
+        log.info("feature cache %s: encoding %d image views (about 1 s each on a CPU)", cache.root, len(todo))
+        cache.fill(items, cfg.views, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    return cache
 
 
 def _loader(ds, batch_size: int, sampler, workers: int) -> DataLoader:
@@ -167,8 +193,10 @@ def validate(model, loader, device: torch.device, bf16: bool = False, clicks: in
     sums = torch.zeros(n_datasets, clicks + 1, dtype=torch.float64)
     for batch in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            dice = click_curve(model, batch["image"].to(device), batch["point_coords"].to(device),
-                               batch["point_labels"].to(device), batch["mask"].to(device), clicks)
+            dice = click_curve(model, batch["image"].to(device) if "image" in batch else None,
+                               batch["point_coords"].to(device), batch["point_labels"].to(device),
+                               batch["mask"].to(device), clicks,
+                               features=batch["embedding"].to(device).float() if "embedding" in batch else None)
         rows = torch.cat([dice.cpu(), torch.ones(len(dice), 1, dtype=torch.float64)], 1)
         sums.index_add_(0, torch.as_tensor(batch["dataset"]), rows)
     return sums
@@ -236,11 +264,14 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
         start_epoch, history, best_dice = int(state["epoch"]), list(state.get("history", [])), state.get("best_dice")
 
     t0 = time.time()
+    features = _feature_cache(cfg, model, list(train_items) + list(val_items))
+    on_canvas = dict(model=model if model.arch != "samus" else None, features=features)
     train_ds = SamusDataset(train_items, train=True, augment=cfg.augment, clicks=cfg.clicks,
                             neg_clicks=cfg.neg_clicks, seed=cfg.seed, prompts=cfg.prompts,
-                            components=cfg.components, min_fraction=cfg.min_target_fraction)
+                            components=cfg.components, min_fraction=cfg.min_target_fraction,
+                            box_prob=cfg.box_prob, views=cfg.views, **on_canvas)
     val_ds = SamusDataset(val_items, train=False, components=cfg.components,
-                          min_fraction=cfg.min_target_fraction) if val_items else None
+                          min_fraction=cfg.min_target_fraction, **on_canvas) if val_items else None
     weights = dict(cfg.data_weights or {})
     unknown = set(weights) - set(train_ds.dataset_names)
     if unknown:
@@ -260,9 +291,9 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
                  ", ".join(f"{n} {train_ds.sample_dataset.count(i)}" for i, n in enumerate(train_ds.dataset_names)))
         log.info("model %s (%s): %s", model.config_name, cfg.mode, parameter_report(model))
 
-    if cfg.channels_last:
+    if cfg.channels_last and features is None:
         model.image_encoder.to(memory_format=torch.channels_last)
-    if cfg.compile:
+    if cfg.compile and features is None:
         model.image_encoder.compile()  # in place: parameter names (and checkpoints) stay the same
     net = InteractiveSession(model, cfg.mask_prob, cfg.click_spread, cfg.loss_every_round)
     if dd.world > 1:
@@ -279,12 +310,13 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
 
     def save(epoch_done: int, is_best: bool, val_dice) -> None:
         provenance = {
-            "source": "samus train", "config": model.config_name, "mode": cfg.mode,
+            "source": "samus train", "arch": model.arch, "config": model.config_name, "mode": cfg.mode,
             "base_checkpoint": cfg.checkpoint, "data": cfg.data, "train_samples": len(train_ds),
             "val_samples": len(val_ds) if val_ds else 0, "epochs": epoch_done, "lr": cfg.lr,
             "batch_size": cfg.batch_size * dd.world, "seed": cfg.seed, "val_dice": val_dice,
             "prompts": cfg.prompts, "max_rounds": cfg.max_rounds, "mask_prob": cfg.mask_prob,
             "data_weights": cfg.data_weights, "val_curves": history[-1].get("val_curves") if history else None,
+            "box_prob": cfg.box_prob, "views": list(cfg.views),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": str(torch.__version__),
         }
         extra = {"epoch": epoch_done, "history": history, "best_dice": best_dice, "mode": cfg.mode,
@@ -305,14 +337,16 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
         loss_sum, seen, t_epoch = 0.0, 0, time.time()
         bar = _progress_bar(dd.main and cfg.progress_bar, steps, f"epoch {epoch + 1}/{cfg.epochs}")
         for step, batch in enumerate(loader, 1):
-            images = batch["image"].to(device, non_blocking=True)
-            if cfg.channels_last:
+            images = batch["image"].to(device, non_blocking=True) if "image" in batch else None
+            feats = batch["embedding"].to(device).float() if "embedding" in batch else None
+            if cfg.channels_last and images is not None:
                 images = images.contiguous(memory_format=torch.channels_last)
             coords, labels = _prompt_rows(batch, cfg.box and cfg.prompts == "fixed")
             rng = np.random.default_rng([cfg.seed, epoch, step, dd.rank])  # resumed runs repeat the clicks
             rounds = int(rng.integers(0, cfg.max_rounds + 1))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                outputs = net(images, coords.to(device), labels.to(device), batch["mask"].to(device), rounds, rng)
+                outputs = net(images, coords.to(device), labels.to(device), batch["mask"].to(device), rounds, rng,
+                              feats)
             target = batch["low_mask"].to(device)
             loss = 0.0
             for low, iou, final_coords, final_labels in outputs:
@@ -320,7 +354,7 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
                 if cfg.iou_loss_weight:
                     loss = loss + cfg.iou_loss_weight * iou_head_loss(low, iou, target)
                 if cfg.click_loss_weight:
-                    at_clicks, click_targets = click_logits(low, final_coords, final_labels)
+                    at_clicks, click_targets = click_logits(low, final_coords, final_labels, model.img_size)
                     loss = loss + cfg.click_loss_weight * torch.nn.functional.binary_cross_entropy_with_logits(
                         at_clicks, click_targets)
             loss = loss / len(outputs)
@@ -328,7 +362,7 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
             loss.backward()
             optimizer.step()
 
-            n = images.shape[0]
+            n = len(batch["mask"])
             loss_sum += loss.item() * n
             seen += n
             rate = seen * dd.world / max(time.time() - t_epoch, 1e-9)
@@ -470,8 +504,18 @@ def register(subparsers) -> None:
                    help="held-out fraction when the folder has no splits.json")
     p.add_argument("--class-id", default=ALL_CLASSES,
                    help="label value to segment (folder layout), or 'all' (default): every class a target")
-    p.add_argument("--config", default=None, help="vit_b, small or tiny (default: the checkpoint's; vit_b for SAM / official "
-                   "SAMUS files; small without --checkpoint)")
+    p.add_argument("--arch", default="samus", choices=("samus", "lite_medsam"),
+                   help="samus (default): SAMUS trained end to end; lite_medsam: SAMUS heads and additions on the "
+                        "frozen LiteMedSAM trunk, trained on its cached features (--feature-cache)")
+    p.add_argument("--config", default=None, help="vit_b, small or tiny for samus (default: the checkpoint's; vit_b for "
+                   "SAM / official SAMUS files; small without --checkpoint); lite_medsam or lite_medsam_samus (with "
+                   "SAMUS's feature adapter and CNN branch) for lite_medsam")
+    p.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="folder of the frozen trunk's cached features (lite_medsam); missing entries are encoded "
+                        "first, and later runs reuse them")
+    p.add_argument("--views", default="orig", help="cached views drawn as augmentation: orig or orig,hflip")
+    p.add_argument("--box-prob", type=float, default=0.2,
+                   help="chance that an interactive first prompt is a jittered box (default 0.2)")
     p.add_argument("--checkpoint", default=None, help="weights to start from (samus, official SAMUS or SAM ViT-B)")
     p.add_argument("--mode", default="adapter", choices=("adapter", "full"),
                    help="adapter: official freezing rule; full: train every parameter")
@@ -556,6 +600,8 @@ def run_cli(args: argparse.Namespace) -> int:
     log.setLevel(logging.INFO)
     train_items, val_items, weights = _cli_items(args)
     cfg = TrainConfig(
+        arch=args.arch, feature_cache=args.feature_cache, box_prob=args.box_prob,
+        views=tuple(v.strip() for v in args.views.split(",") if v.strip()),
         config=args.config, checkpoint=args.checkpoint, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
         epochs=args.epochs, num_workers=args.workers, seed=args.seed, bf16=args.bf16, device=args.device,
         out_dir=args.out, resume=args.resume, clicks=args.clicks, neg_clicks=args.neg_clicks, box=args.box,

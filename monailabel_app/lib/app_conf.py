@@ -33,7 +33,9 @@ class RequestLimits:
 
 @dataclass(frozen=True)
 class AppConf:
-    checkpoint: Optional[str]  # None = the bundled default model
+    models: Tuple[str, ...]  # served models (lib/configs); the first is the default for clicks
+    propagation_model: str  # the default for propagation
+    checkpoint: Optional[str]  # the `custom` model's weights
     config: Optional[str]  # SAMUS configuration name; None = the one the checkpoint names (or vit_b)
     device: str
     precision: str
@@ -56,6 +58,23 @@ def _checkpoint(v: str) -> str:
 def _config(v: str) -> str:
     if v not in CONFIGS:
         raise ValueError(f"unknown configuration")
+    return v
+
+
+MODEL_NAMES = ("accurate", "fast", "custom")  # lib/configs
+
+
+def _models(v: str) -> Tuple[str, ...]:
+    names = tuple(n.strip() for n in v.split(",") if n.strip())
+    bad = [n for n in names if n not in MODEL_NAMES]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"need distinct names from {', '.join(MODEL_NAMES)}")
+    return names
+
+
+def _model_name(v: str) -> str:
+    if v not in MODEL_NAMES:
+        raise ValueError(f"unknown model")
     return v
 
 
@@ -140,8 +159,11 @@ def _sam2(v: str) -> bool:
 
 # key -> (parser, what is accepted, default)
 KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
-    "checkpoint": (_checkpoint, "path to an official SAMUS .pth, a SAM ViT-B .pth or a samus checkpoint",
-                   None),
+    "models": (_models, "comma-separated served models from accurate, fast, custom (the first is the default "
+               "for clicks; custom = --conf checkpoint); default accurate,fast, or custom with a checkpoint", None),
+    "propagation_model": (_model_name, "a served model (default: fast when served, else the first)", None),
+    "checkpoint": (_checkpoint, "path to an official SAMUS .pth, a SAM ViT-B .pth, LiteMedSAM's lite_medsam.pth "
+                   "or a samus checkpoint (served as the `custom` model)", None),
     "config": (_config, f"one of {', '.join(CONFIGS)}", None),
     "device": (_device, "auto, cpu, cuda or cuda:N", "auto"),
     "precision": (_precision, f"auto or one of {', '.join(PRECISIONS)}", "auto"),
@@ -185,7 +207,18 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
             raise ConfError(f"--conf {key} {raw!r}: {e}; accepted: {what}") from None
     if values["precision"] == "auto":
         values["precision"] = "bf16" if native_bf16(values["device"]) else "fp32"
+    models = values["models"] or (("custom",) if values["checkpoint"] else ("accurate", "fast"))
+    if "custom" in models and not values["checkpoint"]:
+        raise ConfError("--conf models names custom, which needs --conf checkpoint PATH")
+    if values["checkpoint"] and "custom" not in models:
+        raise ConfError(f"--conf checkpoint is served as the `custom` model; add custom to --conf models "
+                        f"(now {','.join(models)})")
+    propagation = values["propagation_model"] or ("fast" if "fast" in models else models[0])
+    if propagation not in models:
+        raise ConfError(f"--conf propagation_model {propagation!r} is not served; --conf models is {','.join(models)}")
     return AppConf(
+        models=models,
+        propagation_model=propagation,
         checkpoint=values["checkpoint"],
         config=values["config"],
         device=values["device"],

@@ -1,12 +1,12 @@
-"""The model the infer tasks and strategies serve, reloaded when training publishes new weights.
+"""The models the infer tasks and strategies serve, each reloaded when training publishes new weights.
 
-Served file = the published weights `<model_dir>/samus-<base tag>.pt` once training has written them, else
-the base checkpoint (`--conf checkpoint`, or the bundled default model). The publish path depends on the
-base, so weights trained from one base are never served on top of another. Each request calls `get()`,
+One `ModelService` per served model (lib/configs: accurate, fast, custom). Served file = the published
+weights `<model_dir>/samus-<model tag>.pt` once training has written them, else the model's base checkpoint
+(the bundled file, or `--conf checkpoint` for custom). The publish path depends on the base, so weights
+trained from one base are never served on top of another. Each request calls `get()`,
 which compares the served file's (path, mtime, size) with what is loaded: a newly published model is
 loaded, and its predictor comes with a fresh (empty) embedding cache, so stale embeddings are dropped.
 """
-import hashlib
 import logging
 import os
 import threading
@@ -17,7 +17,8 @@ import numpy as np
 import samus
 from samus import CheckpointError, SamusPredictor
 
-from .app_conf import AppConf, ConfError
+from .app_conf import AppConf
+from .configs import MODEL_CONFIGS
 
 logger = logging.getLogger(__name__)
 
@@ -27,35 +28,26 @@ class Served:
     predictor: SamusPredictor
     version: str  # changes whenever other weights are loaded; part of every embedding cache key
     path: str
+    model: str = ""  # the served model's name (lib/configs)
 
 
-def base_checkpoint(conf: AppConf) -> str:
-    if conf.checkpoint:
-        return conf.checkpoint
-    path = str(samus.DEFAULT_CHECKPOINT)
-    if not os.path.isfile(path):
-        raise ConfError(f"the bundled default model {path} is missing and no --conf checkpoint was given; "
-                        f"pass --conf checkpoint PATH (an official SAMUS .pth, a SAM ViT-B .pth or a samus checkpoint)")
-    return path
+def base_checkpoint(conf: AppConf, name: Optional[str] = None) -> str:
+    """The base weights of served model `name` (default: the first served)."""
+    return MODEL_CONFIGS[name or conf.models[0]].checkpoint(conf)
 
 
-def publish_path(conf: AppConf, model_dir: str) -> str:
-    """Where training publishes weights trained from this base checkpoint (and configuration)."""
-    base = base_checkpoint(conf)
-    if not conf.checkpoint:
-        tag = "default"
-    else:
-        stem = os.path.basename(base).split(".")[0][:40] or "checkpoint"
-        digest = hashlib.sha1(f"{base}|{conf.config}".encode()).hexdigest()[:8]
-        tag = f"{stem}-{digest}"
-    return os.path.join(model_dir, f"samus-{tag}.pt")
+def publish_path(conf: AppConf, model_dir: str, name: Optional[str] = None) -> str:
+    """Where training publishes weights trained from this model's base checkpoint (and configuration)."""
+    return os.path.join(model_dir, MODEL_CONFIGS[name or conf.models[0]].publish_name(conf))
 
 
 class ModelService:
-    def __init__(self, conf: AppConf, model_dir: str):
+    def __init__(self, conf: AppConf, model_dir: str, name: Optional[str] = None):
         self.conf = conf
-        self.base_path = base_checkpoint(conf)
-        self.publish_path = publish_path(conf, model_dir)
+        self.name = name or conf.models[0]
+        self.description = MODEL_CONFIGS[self.name].description
+        self.base_path = base_checkpoint(conf, self.name)
+        self.publish_path = publish_path(conf, model_dir, self.name)
         self._lock = threading.Lock()
         self._served: Optional[Served] = None
         self._served_stamp: Optional[Tuple] = None
@@ -94,11 +86,19 @@ class ModelService:
             return self._served
 
     def _load(self, path: str, stamp: Tuple) -> Served:
-        # Our own files name their configuration; official SAMUS / SAM files get `config` (default vit_b).
-        model = samus.build_samus(config=self.conf.config, checkpoint=path, device=self.conf.device)
+        model = load_model(path, self.conf.config, self.conf.device)
         predictor = SamusPredictor(model, device=self.conf.device, precision=self.conf.precision,
                                    cache_size=self.conf.cache_size, cache_bytes=self.conf.cache_mb * 2**20)
         predictor.embed(np.zeros((64, 64), np.uint8))  # warm-up: the first real click pays no kernel set-up
         version = f"{os.path.basename(path)}@{stamp[1]}"
-        logger.info(f"serving SAMUS {model.config_name} from {path} (version {version})")
-        return Served(predictor, version, path)
+        logger.info(f"serving {self.name}: {model.arch} {model.config_name} from {path} (version {version})")
+        return Served(predictor, version, path, self.name)
+
+
+def load_model(path: str, config: Optional[str] = None, device: str = "cpu"):
+    """Any checkpoint samus reads. Our files name their architecture and configuration; official SAMUS / SAM
+    files get `config` (default vit_b)."""
+    ckpt = samus.read_checkpoint(path)
+    if ckpt.arch == "samus":
+        return samus.build_samus(config=config, checkpoint=ckpt, device=device)
+    return samus.build_model(ckpt.arch, checkpoint=ckpt, device=device)

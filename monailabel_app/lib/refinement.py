@@ -9,7 +9,8 @@ send those logits, so the app keeps the logits of recent requests and looks them
     key = (image content, frame, model version, box, clicks as a multiset)
 
 A request with clicks C reuses the entry of C minus one click, if one exists. Removing a click (undo) finds
-the request before it, so it gets the mask it had before. The memory is bounded (LRU in entries), holds only
+the request before it, so it gets the mask it had before. The memory is bounded (LRU in entries and bytes:
+the accurate model's logits are 256 x 256, four times the small model's), holds only
 model outputs for clicks a client sent, and a new model version never meets old entries.
 """
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 from samus.propagate import FramePrompt
 
 DEFAULT_ENTRIES = 512  # 512 x 128 x 128 float16 logits (the small and vit_b models) = 16 MiB
+DEFAULT_BYTES = 32 * 2**20  # 256 x 256 float16 logits (the LiteMedSAM-based model): 256 entries
 
 
 def _click_key(prompt: FramePrompt) -> Tuple:
@@ -36,8 +38,9 @@ def _box_key(prompt: FramePrompt) -> Optional[Tuple]:
 class RefinementMemory:
     """Low-res logits of recent click requests, for the next request that adds one click. Thread-safe."""
 
-    def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES, max_bytes: int = DEFAULT_BYTES) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.nbytes = 0
         self._items: "OrderedDict[Hashable, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -60,11 +63,13 @@ class RefinementMemory:
         if self.max_entries <= 0:
             return
         key = (image_key, frame, version, _box_key(prompt), _click_key(prompt))
+        value = np.asarray(logits, dtype=np.float16)  # half the memory; logits need no more
         with self._lock:
-            self._items[key] = np.asarray(logits, dtype=np.float16)  # half the memory; logits need no more
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            self.nbytes += value.nbytes - (old.nbytes if old is not None else 0)
+            self._items[key] = value
+            while len(self._items) > self.max_entries or self.nbytes > self.max_bytes:
+                self.nbytes -= self._items.popitem(last=False)[1].nbytes
 
     def __len__(self) -> int:
         return len(self._items)

@@ -22,9 +22,8 @@ class SamusInfer(SamusInferBase):
         info = self.open_image(request)
         frame, prompt = interactive_prompt(request, info, self.limits)
         ext, dtype = check_result_format(info, request.get("result_extension"), request.get("result_dtype"))
-        served = self.served()
-        low_res_size = 4 * served.predictor.model.config.grid_size
-        previous = mask_input(request, low_res_size)
+        served = self.served(request)
+        previous = mask_input(request, served.predictor.model.low_res_size)
         refine = request.get("refine", self.refine_default)
         if not isinstance(refine, bool):
             raise bad_request(f"refine must be true or false, got {show(refine)}")
@@ -54,6 +53,7 @@ class SamusInfer(SamusInferBase):
             "cache_hit": cache_hit,
             "refined": refined,  # the previous request's mask (these clicks minus one) was fed back
             "model_version": served.version,
+            "variant": served.model,
             "area": int(mask.sum()),
             "label_names": {name: i + 1 for i, name in enumerate(self.labels)},
             "latencies": {"pre": round(t1 - t0, 4), "encode": round(t2 - t1, 4), "decode": round(t3 - t2, 4),

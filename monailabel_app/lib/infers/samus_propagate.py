@@ -49,7 +49,7 @@ class SamusPropagate(SamusInferBase):
             raise bad_request("no clicks: give at least one click in `foreground` as [i, j, k] (the frame to start "
                               "from), or a box in `roi`")
 
-        served = self.served()
+        served = self.served(request)
         pixels = self.decoded.get(info)
         hits_before = served.predictor.cache.hits
         try:
@@ -74,6 +74,7 @@ class SamusPropagate(SamusInferBase):
             "stopped_at": result.stopped_at,
             "cached_frames": served.predictor.cache.hits - hits_before,
             "model_version": served.version,
+            "variant": served.model,
             "label_names": {name: i + 1 for i, name in enumerate(self.labels)},
             "latencies": {"propagate": round(t1 - t0, 4), "write": round(t2 - t1, 4), "total": round(t2 - t0, 4),
                           "frames_per_second": round(len(frames) / max(t1 - t0, 1e-9), 2)},

@@ -61,14 +61,16 @@ def publish(src: str, dest: str) -> None:
 
 
 class SamusTrainTask(TrainTask):
-    def __init__(self, model_dir: str, service: ModelService):
-        super().__init__("Fine-tune SAMUS on the submitted labels (labels/final): 2D images and labelled frames "
-                         "of volumes, with simulated clicks")
+    def __init__(self, model_dir: str, service: ModelService, folder: str = "samus"):
+        super().__init__(f"Fine-tune the {service.name} model on the submitted labels (labels/final): 2D images "
+                         "and labelled frames of volumes, with simulated clicks and boxes")
         # Plain values only: with multi_gpu, MONAI Label pickles the task into every worker process.
         self.base_path = service.base_path
         self.publish_path = service.publish_path
         self.base_config = service.conf.config
-        self.root = os.path.join(model_dir, "samus")
+        self.root = os.path.join(model_dir, folder)
+        # Frozen-trunk models train on cached trunk features; the cache outlives runs (keyed by image content).
+        self.feature_cache = os.path.join(model_dir, "feature_cache")
         self.stats_path = os.path.join(self.root, "train_stats.json")
         self._config = {
             "name": "train_01",
@@ -204,10 +206,13 @@ class SamusTrainTask(TrainTask):
         if not pairs:
             raise TrainRequestError("no labels to train on: save labels (tag 'final') for some images first")
         start = self.current_file()  # continue from what is served now
-        config_name = read_checkpoint(start).config_name or self.base_config or "vit_b"
+        ckpt = read_checkpoint(start)
+        config_name = ckpt.config_name or self.base_config or "vit_b"
+        # auto: the official freezing rule for vit_b; everything trainable for smaller SAMUS and, on a frozen
+        # foundation trunk, its heads and SAMUS additions
         mode = opts["train_mode"] if opts["train_mode"] != "auto" else ("adapter" if config_name == "vit_b" else "full")
         opts.update(run_id=datetime.now().strftime("%Y%m%d_%H%M%S"), run_dir=run_dir, start_checkpoint=start,
-                    config=config_name, mode=mode, start_ts=int(time.time()))
+                    config=config_name, mode=mode, start_ts=int(time.time()), arch=ckpt.arch)
         return opts, pairs
 
     def run(self, opts: Dict[str, Any], pairs: List[Tuple[str, str]], world_size: int = 1):
@@ -246,6 +251,7 @@ class SamusTrainTask(TrainTask):
 
         result = train_on_pairs(
             pairs, val_fraction=opts["val_split"], progress=progress,
+            arch=opts["arch"], feature_cache=self.feature_cache if opts["arch"] != "samus" else None,
             config=opts["config"], checkpoint=opts["start_checkpoint"], mode=opts["mode"], lr=opts["lr"],
             batch_size=opts["batch_size"], epochs=opts["epochs"], seed=opts["seed"], bf16=opts["bf16"],
             device=device, out_dir=opts["run_dir"], max_rounds=opts["max_rounds"],

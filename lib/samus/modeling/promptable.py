@@ -1,0 +1,108 @@
+"""What every model we serve shares: SAM's prompt encoder and mask decoder on a precomputed embedding.
+
+A model receives its image encoder, prompt encoder and mask decoder (as segment-anything's `Sam` does) and
+owns what differs between architectures: the input canvas (`geometry`), the intensity preprocessing, the
+embedding and low-res logit sizes, and how the image encoder is prepared for fast inference.
+"""
+import copy
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class InferenceEncoder(nn.Module):
+    """batch -> embeddings as the predictor runs it (a module, so forward hooks can watch it)."""
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self._run = run
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self._run(batch)
+
+
+class PromptableModel(nn.Module):
+    arch: str = ""  # registry name (samus.build.ARCHITECTURES), stored in our checkpoints
+
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
+                 geometry, config_name: str = "custom") -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.geometry = geometry
+        self.config_name = config_name
+        self.img_size = geometry.size
+
+    # ---- sizes the rest of the code asks for instead of assuming ----------------------------------------
+    @property
+    def embedding_size(self) -> int:
+        return int(self.prompt_encoder.image_embedding_size[0])
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size  # the mask decoder upscales the embedding grid 4x
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def preprocess(self, gray: np.ndarray) -> torch.Tensor:
+        """H x W float32 grayscale in [0, 1] -> 1 x 1 x img_size x img_size encoder input."""
+        return self.geometry.image(gray)
+
+    def inference_encoder(self, dtype: torch.dtype = torch.float32) -> InferenceEncoder:
+        """A callable batch -> embeddings for inference; bf16 runs a bf16 copy of the encoder (autocast would
+        re-cast every weight on every frame)."""
+        encoder = self.image_encoder if dtype == torch.float32 else copy.deepcopy(self.image_encoder).to(dtype)
+        return InferenceEncoder(lambda batch: encoder(batch.to(dtype)))
+
+    # ---- prompting ----------------------------------------------------------------------------------------
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: Optional[torch.Tensor] = None,
+        point_labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on precomputed embeddings -> (low-res logits, iou)."""
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        return self.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def forward(
+        self,
+        images: Optional[torch.Tensor] = None,
+        point_coords: Optional[torch.Tensor] = None,
+        point_labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        image_embeddings: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """images B x C x S x S (the model's preprocessing); points B x N x 2 (x, y) in S-pixel space.
+
+        Returns low-res logits B x 1 x L x L and IoU predictions B x 1.
+        """
+        if image_embeddings is None:
+            if images is None:
+                raise ValueError("pass images or image_embeddings")
+            image_embeddings = self.image_encoder(images)
+        return self.decode(image_embeddings, point_coords, point_labels, boxes, mask_input)
+
+    def upscale(self, low_res_logits: torch.Tensor, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Bilinear upsampling of low-res logits (to img_size x img_size unless `size` is given)."""
+        size = size or (self.img_size, self.img_size)
+        if tuple(low_res_logits.shape[-2:]) == tuple(size):
+            return low_res_logits.float()
+        return F.interpolate(low_res_logits.float(), size=size, mode="bilinear", align_corners=False)
