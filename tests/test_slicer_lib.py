@@ -250,9 +250,36 @@ def test_image_scalars_become_kji_arrays_with_their_components():
     rgb = array_from_scalars(flat, (4, 3, 2), 3)
     assert rgb.shape == (2, 3, 4, 3) and rgb[1, 2, 3, 0] == ((1 * 3 + 2) * 4 + 3) * 3
     assert array_from_scalars(np.arange(24), (4, 3, 2)).shape == (2, 3, 4)
-    np.testing.assert_allclose(to_grayscale(rgb, True), rgb.mean(axis=-1))
+    expected = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    np.testing.assert_allclose(to_grayscale(rgb.astype(np.float64), True), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="has 24 values, expected 72"):
         array_from_scalars(np.arange(24), (4, 3, 2), 3)
+
+
+def test_rgba_frames_become_uint8_luminance_without_alpha():
+    from SAMUSSegmentLib.frames import to_grayscale
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((2, 5, 7, 1), 255, np.uint8)], axis=-1)  # Slicer's RGBA PNG
+    grey = to_grayscale(rgba, True)
+    assert grey.dtype == np.uint8 and grey.shape == (2, 5, 7)  # no float32 copy: 4x less to upload
+    np.testing.assert_array_equal(grey, to_grayscale(rgb, True))  # alpha does not enter
+    luma = np.rint(rgb @ np.array([0.299, 0.587, 0.114]))
+    assert np.abs(grey.astype(int) - luma).max() <= 1  # float32 rounding only
+    # A black-to-white ramp keeps its full contrast (the old mean of RGBA gave 64..255, a quarter lost).
+    ramp = np.repeat(np.arange(0, 256, 51, dtype=np.uint8)[:, None], 4, axis=1)[None, None]
+    ramp[..., 3] = 255
+    assert to_grayscale(ramp, True).min() == 0 and to_grayscale(ramp, True).max() == 255
+    # Pure colours weigh as luminance (green brightest), not equally.
+    pure = np.array([[[[255, 0, 0], [0, 255, 0], [0, 0, 255]]]], np.uint8)
+    np.testing.assert_array_equal(to_grayscale(pure, True)[0, 0], [76, 150, 29])
+    # Grey + alpha keeps the grey; 16-bit colour stays 16-bit; scalar frames are untouched.
+    ga = np.stack([rgb[..., 0], np.zeros_like(rgb[..., 0])], axis=-1)
+    np.testing.assert_array_equal(to_grayscale(ga, True), rgb[..., 0])
+    assert to_grayscale(rgb.astype(np.uint16) * 257, True).dtype == np.uint16
+    scalar = rgb[..., 0]
+    assert to_grayscale(scalar, False) is scalar
 
 
 def test_packed_mask_round_trip():
