@@ -53,9 +53,10 @@ def test_voxel_index_rounds_to_containing_voxel_and_rejects_outside_points():
 
 def test_frame_plane_and_frame_at_world_follow_the_k_axis():
     ijk_to_ras = oblique_ijk_to_ras()
-    normal, transverse, centre = geometry.frame_plane(ijk_to_ras, (20, 10, 6), 4)
+    slice_to_ras = geometry.frame_slice_to_ras(ijk_to_ras, (20, 10, 6), 4)
+    normal, transverse, centre = slice_to_ras[:3, 2], slice_to_ras[:3, 0], slice_to_ras[:3, 3]
     k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
-    np.testing.assert_allclose(abs(np.dot(normal, k_axis)), 1.0)  # the plane is the IJ plane
+    np.testing.assert_allclose(np.dot(normal, k_axis), 1.0)  # the plane is the IJ plane, normal towards +K
     assert abs(np.dot(normal, transverse)) < 1e-9
     np.testing.assert_allclose(geometry.world_to_ijk(centre, geometry.invert(ijk_to_ras)), [9.5, 4.5, 4])
     assert geometry.frame_at_world(centre, geometry.invert(ijk_to_ras), 6) == 4

@@ -15,6 +15,14 @@ def numpyMatrix(vtkMatrix) -> np.ndarray:
     return np.array([[vtkMatrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def vtkMatrix(array) -> "vtk.vtkMatrix4x4":
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r][c]))
+    return m
+
+
 def ijkToRAS(volumeNode) -> np.ndarray:
     m = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(m)
@@ -112,19 +120,21 @@ class _FrameSource:
         return self._stack
 
     def _showPlane(self, k: int, align: bool) -> None:
-        """Puts slice k of the geometry volume in the view, upright: row 0 at the top, column 0 on the left."""
+        """Puts slice k of the geometry volume in the view, upright (row 0 at the top, column 0 on
+        the left), with the slice offset growing with the frame index (see geometry.frame_slice_to_ras)."""
         node = sliceNode(self.viewName)
         if node is None:
             return
-        normal, transverse, centre = geometry.frame_plane(self.ijkToWorld(), self.dims, k)
-        current = numpyMatrix(node.GetSliceToRAS())[:3, :3]
-        if align or not np.allclose(current, geometry.view_axes(normal, transverse), atol=1e-3):
+        wanted = geometry.frame_slice_to_ras(self.ijkToWorld(), self.dims, k)
+        current = numpyMatrix(node.GetSliceToRAS())
+        if align or not np.allclose(current[:3, :3], wanted[:3, :3], atol=1e-3):
             # Turned only when needed, so the user's zoom and pan survive frame changes.
-            node.SetSliceToRASByNTP(*normal, *transverse, *centre, 0)
+            node.GetSliceToRAS().DeepCopy(vtkMatrix(wanted))
+            node.UpdateMatrices()
             layoutManager = slicer.app.layoutManager()
             if layoutManager is not None and layoutManager.sliceWidget(self.viewName) is not None:
                 layoutManager.sliceWidget(self.viewName).sliceLogic().FitSliceToAll()
-        node.JumpSliceByOffsetting(*centre)
+        node.JumpSliceByOffsetting(*wanted[:3, 3])
 
     def _geometryKey(self) -> tuple:
         return tuple(np.round(self.ijkToWorld(), 6).ravel())
