@@ -44,6 +44,9 @@ PROMPTS_ATTRIBUTE = "SAMUSSegment.Prompts"
 SEGMENTATION_REFERENCE = "SAMUSSegment.Segmentation"
 STRATEGIES = ("random", "first", "diversity")
 POLL_INTERVAL_MS = 50
+# Errors that come from what the user did or what the scene holds (no server, a point off the frame, a cine
+# browser without a selected item: frame -1); shown in the status line instead of as a traceback.
+USER_ERRORS = (ServerError, ValueError, GeometryError, IndexError)
 # While a request runs, each timer tick waits this long for its result, which hands Python's lock to
 # the worker thread (Slicer's main thread holds it otherwise, and the worker would crawl).
 POLL_WAIT_S = 0.02
@@ -334,7 +337,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncScheduled = False
         try:
             self.logic.updateFromMarkups()
-        except (ServerError, ValueError, GeometryError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def refreshPoints(self) -> None:
@@ -356,7 +359,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onClearFrame(self) -> None:
         try:
             self.logic.clearFrame()
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def onUndo(self) -> None:
@@ -408,14 +411,14 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _propagate(self, count) -> None:
         try:
             self.logic.propagate(count)
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     # -- labels, training, samples ------------------------------------------------------------------
     def onSubmitLabels(self) -> None:
         try:
             self.logic.submitLabels()
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def onStartTraining(self) -> None:
