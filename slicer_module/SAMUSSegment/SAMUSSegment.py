@@ -897,6 +897,7 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertEqual((frame, positive, negative, rejected), (2, [(30, 40)], [], []))
 
         self.assertFrameUpright(logic, 2)
+        self.assertSteppingGoesForward(logic)
 
         mask = np.zeros(logic.frames.frame_shape, bool)
         mask[30:50, 20:60] = True
@@ -924,6 +925,19 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertLess(x0, x1, "column 0 must be on the left")
         self.assertGreater(y0, y1, "row 0 must be at the top")
 
+    def assertSteppingGoesForward(self, logic):
+        """Slicer's own slice stepping (offset slider, arrow keys, f / b) runs with the frame index."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None or layoutManager.sliceWidget("Red") is None:
+            return  # no views (e.g. a run without the main window)
+        sliceLogic = layoutManager.sliceWidget("Red").sliceLogic()
+        offsets = []
+        for frame in (1, 2):
+            logic.goToFrame(frame)
+            offsets.append(sliceLogic.GetSliceOffset())
+        self.assertLess(offsets[0], offsets[1], "the slice offset must grow with the frame index")
+        logic.goToFrame(2)
+
     def test_cine_frame_masks(self):
         import numpy as np
 
@@ -935,14 +949,30 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertFrameUpright(logic, 1)
         mask = np.zeros(logic.frames.frame_shape, bool)
         mask[40:56, 30:70] = True
-        # Selecting an item re-copies every proxy; writing items must not do that.
-        proxyCopies = []
-        tag = proxy.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: proxyCopies.append(event))
-        try:
-            self.assertEqual(logic.masks.write_frames(logic.segmentId, {3: mask, 1: mask, 4: mask}), [1, 3, 4])
-        finally:
-            proxy.RemoveObserver(tag)
-        self.assertEqual((browser.GetSelectedItemNumber(), proxyCopies), (1, []))
+        # Writing items in place calls Modified() on the segmentation sequence once per batch; the browser
+        # then refreshes its proxies, and the image proxy (no "save changes") is deep-copied, which fires its
+        # ModifiedEvent (vtkMRMLSequenceBrowserNode, vtkSlicerSequencesLogic). What matters is that this
+        # happens once per batch, not once per frame, and that no browser item is selected for it.
+        def proxyEventsDuring(write):
+            events = []
+            tag = proxy.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: events.append(event))
+            try:
+                write()
+            finally:
+                proxy.RemoveObserver(tag)
+            return len(events)
+
+        # Both batches leave out the shown item 1 (written through its proxy, which the browser saves itself).
+        oneFrame = proxyEventsDuring(lambda: logic.masks.write_frames(logic.segmentId, {0: mask}))
+        logic.masks.write_frames(logic.segmentId, {0: np.zeros_like(mask)})
+        written = []
+        threeFrames = proxyEventsDuring(
+            lambda: written.extend(logic.masks.write_frames(logic.segmentId, {4: mask, 2: mask, 3: mask})))
+        self.assertEqual(written, [2, 3, 4])
+        self.assertLessEqual(threeFrames, oneFrame, "the proxies must be refreshed once per batch, not per frame")
+        self.assertEqual(logic.masks.write_frames(logic.segmentId, {2: np.zeros_like(mask), 1: mask}), [1, 2])
+        self.assertEqual(browser.GetSelectedItemNumber(), 1)
+        self.assertSavedAgainAfterItemWrites(logic, mask)
         volume = logic.masks.segment_volume(logic.segmentId)
         self.assertEqual([int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))], [1, 3, 4])
         # The shown item went through the proxy segmentation, the others into the sequence's items.
@@ -955,6 +985,21 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertFalse(logic.masks.read_frame(logic.segmentId, 2).any())
         self.assertEqual(logic.frames.stack().n_frames, 5)
         logic.runner.shutdown()
+
+    def assertSavedAgainAfterItemWrites(self, logic, mask):
+        """After a save, masks written into items other than the shown one make the sequence "Modified"
+        again, so that the Save dialog selects it (GetModifiedSinceRead)."""
+        import numpy as np
+
+        sequence = logic.masks.layer.sequence
+        path = os.path.join(tempfile.mkdtemp(prefix="samus_selftest_"), "masks.seq.mrb")
+        if not slicer.util.saveNode(sequence, path):
+            self.delayDisplay("Skipped the save check: this Slicer cannot write a segmentation sequence to .seq.mrb")
+            return
+        self.assertFalse(sequence.GetModifiedSinceRead())
+        logic.masks.write_frames(logic.segmentId, {2: mask})  # not the shown item
+        self.assertTrue(sequence.GetModifiedSinceRead(), "propagated masks would be left out of the next save")
+        logic.masks.write_frames(logic.segmentId, {2: np.zeros_like(mask)})
 
     def test_cine_clicks_with_server(self):
         url, _ = self.serverOrSkip()
