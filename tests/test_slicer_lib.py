@@ -335,7 +335,7 @@ def test_session_undo_restores_masks_and_points_and_drops_stale_results():
     assert not session.masks.read_frame("s", 1).any()
     with pytest.raises(ValueError, match="outside the frame"):
         session.set_points("s", 1, [(10, 0)], [])
-    with pytest.raises(ValueError, match="positive point on frame 3"):
+    with pytest.raises(ValueError, match="positive point or a box on frame 3"):
         session.propagate("s", 3, 2)
 
 
@@ -438,3 +438,69 @@ def test_training_progress_is_readable():
         {"status": "RUNNING", "details": ["loading", "Epoch: 3/10, loss 0.41", ""]})
     assert status == "RUNNING" and fraction == pytest.approx(0.3) and "30%" in text and "loss 0.41" in text
     assert describe_training({"status": "DONE", "details": []})[1] == 1.0
+
+
+def test_a_box_goes_with_the_frames_clicks_as_roi_and_is_undone_with_them():
+    from SAMUSSegmentLib.frames import ArrayMaskStore
+    from SAMUSSegmentLib.prompts import PromptStore
+    from SAMUSSegmentLib.session import InteractiveSession, JobResult
+    from SAMUSSegmentLib.upload import FrameStack
+
+    stack = FrameStack("img", np.zeros((3, 10, 12), np.uint8), np.eye(4), ("k", 1))
+    session = InteractiveSession(None, ArrayMaskStore(3, (10, 12)), stack)
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:7] = True
+    # A box alone segments (MedSAM-style); its corners are sorted and clipped to the frame.
+    job = session.set_points("s", 1, [], [], box=(8, 7, 2, 1))
+    assert job.kind == "interactive" and job.params["roi"] == [2, 1, 8, 7] and job.params["slice"] == 1
+    assert job.params["foreground"] == [] and "model" not in job.params  # no choice offered: no `model` param
+    session.apply(JobResult(job, {1: mask}))
+    # Clicks refine it: the box goes along with them.
+    session.model_choice = "accurate"
+    job = session.set_points("s", 1, [(4, 3)], [(9, 8)], box=(2, 1, 8, 30))
+    assert job.params["roi"] == [2, 1, 8, 9] and job.params["foreground"] == [[4, 3, 1]]
+    assert job.params["background"] == [[9, 8, 1]] and job.params["model"] == "accurate"
+    session.apply(JobResult(job, {1: ~mask}))
+    assert session.prompts.get("s", 1).box == (2, 1, 8, 9)
+    # Undo brings back the box-only prompt and its mask, then nothing.
+    session.undo()
+    assert session.prompts.get("s", 1).box == (2, 1, 8, 7) and not session.prompts.get("s", 1).positive
+    np.testing.assert_array_equal(session.masks.read_frame("s", 1), mask)
+    session.undo()
+    assert not session.prompts.get("s", 1) and not session.masks.read_frame("s", 1).any()
+    # Removing the box of a frame with only negatives clears the frame locally (nothing to segment).
+    session.set_points("s", 2, [], [(1, 1)], box=(1, 1, 5, 5))
+    assert session.set_points("s", 2, [], [(1, 1)]).kind == "clear"
+    with pytest.raises(ValueError, match="too small"):
+        session.set_points("s", 0, [], [], box=(3, 3, 3, 9))
+    # Saved in the scene with the points.
+    session.set_points("s", 0, [(1, 2)], [], box=(0, 0, 4, 4))
+    restored = PromptStore.from_json(session.prompts.to_json())
+    assert restored.get("s", 0).box == (0, 0, 4, 4) and restored.get("s", 2).box is None
+    # The propagation request carries the clicked frame's box as roi on its slice, and the propagation model.
+    session.propagate_choice = "fast"
+    job = session.propagate("s", 0, count=2)
+    assert job.params["roi"] == [0, 0, 4, 4] and job.params["slice"] == 0 and job.params["model"] == "fast"
+
+
+def test_model_choices_come_from_info_and_the_remembered_one_wins_when_offered():
+    from SAMUSSegmentLib.models import choose, model_choices, propagation_hint, with_model
+
+    info = {"models": {"samus": {"type": "deepgrow", "config": {"model": ["accurate", "fast"]}},
+                       "samus_propagate": {"type": "deepgrow", "config": {"model": ["fast", "accurate"],
+                                                                          "direction": ["both"]}}}}
+    assert model_choices(info, "samus") == ["accurate", "fast"]
+    assert model_choices(info, "samus_propagate") == ["fast", "accurate"]  # the server's default first
+    old = {"models": {"samus": {"type": "deepgrow", "config": {"direction": []}}, "samus_propagate": {}}}
+    assert model_choices(old, "samus") == [] and model_choices(old, "samus_propagate") == []
+    assert model_choices({"models": {"samus": {"config": {"model": "fast"}}}}, "samus") == ["fast"]
+    assert model_choices({}, "samus") == [] and model_choices({"models": {"samus": None}}, "samus") == []
+    assert choose(["accurate", "fast"], None) == "accurate"
+    assert choose(["accurate", "fast"], "fast") == "fast"  # remembered in the settings
+    assert choose(["accurate", "fast"], "huge") == "accurate"  # no longer offered: the server's default
+    assert choose([], "fast") is None
+    assert with_model({"a": 1}, "fast") == {"a": 1, "model": "fast"}
+    assert with_model({"a": 1, "model": "x"}, None) == {"a": 1}  # an older server gets no `model`
+    assert "'fast' is suggested" in propagation_hint("accurate", ["accurate", "fast"], 300)
+    assert propagation_hint("fast", ["accurate", "fast"], 300) == ""
+    assert propagation_hint("accurate", ["accurate", "fast"], 10) == ""
