@@ -125,6 +125,45 @@ def slice_offset(slice_to_ras) -> float:
     return float(np.linalg.solve(m[:3, :3], m[:3, 3])[2])
 
 
+def box_roi(box, origin_world, step_i, step_j) -> tuple[np.ndarray, np.ndarray]:
+    """(object-to-world 4x4, size) of a markups ROI that covers the pixels of `box` (i0, j0, i1, j1) on a frame.
+
+    origin_world: world position of pixel (0, 0) of the frame; step_i / step_j: world vectors of one pixel
+    along i / j. The ROI's edges lie on the pixel borders (half a pixel outside the corner centres), its X / Y
+    axes follow I / J, and it is one pixel thick, so it shows as a rectangle on the frame.
+    """
+    i0, j0, i1, j1 = box
+    origin, step_i, step_j = (np.asarray(v, dtype=float) for v in (origin_world, step_i, step_j))
+    x = step_i / np.linalg.norm(step_i)
+    y = step_j - np.dot(step_j, x) * x
+    pixel_j = np.linalg.norm(y)
+    y = y / pixel_j
+    matrix = np.eye(4)
+    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = x, y, np.cross(x, y)
+    matrix[:3, 3] = origin + (i0 + i1) / 2.0 * step_i + (j0 + j1) / 2.0 * step_j
+    pixel_i = np.linalg.norm(step_i)
+    size = np.array([(i1 - i0 + 1) * pixel_i, (j1 - j0 + 1) * pixel_j, min(pixel_i, pixel_j)])
+    return matrix, size
+
+
+def box_from_roi(object_to_world, size, world_to_ijk_matrix, frame_shape):
+    """(i0, j0, i1, j1) of the frame pixels whose centres a markups ROI covers (in-plane), clipped to the
+    frame; None when the ROI covers no pixel centre of it. Inverse of box_roi."""
+    half = np.asarray(size, dtype=float) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    corners = apply(as_matrix(object_to_world, "object_to_world"), signs * half)
+    ijk = apply(world_to_ijk_matrix, corners)
+    rows, cols = frame_shape
+    # A pixel is in when its centre is: the ROI's edges are half a pixel outside the corner pixels' centres.
+    i0 = max(0, int(np.ceil(ijk[:, 0].min() - 1e-6)))
+    i1 = min(cols - 1, int(np.floor(ijk[:, 0].max() + 1e-6)))
+    j0 = max(0, int(np.ceil(ijk[:, 1].min() - 1e-6)))
+    j1 = min(rows - 1, int(np.floor(ijk[:, 1].max() + 1e-6)))
+    if i1 < i0 or j1 < j0:
+        return None
+    return (i0, j0, i1, j1)
+
+
 def frame_at_world(point_world, world_to_ijk_matrix, n_frames: int) -> int:
     """Index of the frame (K slice) closest to a world point, clamped to the volume."""
     k = apply(world_to_ijk_matrix, point_world)[2]

@@ -187,6 +187,10 @@ class InteractiveSession:
                   "client": "3D Slicer SAMUSSegment"}
         return Job("submit", segments[0][0], 0, self.stack, params, next(self._counter), payload=label)
 
+    def group_entry(self, group: int):
+        """The undo entry of a chunked propagation (None before its first answer)."""
+        return self._groups.get(group)
+
     def is_stale(self, job: Job) -> bool:
         """True when a newer click (or an undo) on the same frame made this job pointless."""
         return job.kind in ("interactive", "clear") and self._latest.get((job.segment_id, job.frame)) != job.generation
