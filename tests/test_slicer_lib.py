@@ -504,3 +504,25 @@ def test_model_choices_come_from_info_and_the_remembered_one_wins_when_offered()
     assert "'fast' is suggested" in propagation_hint("accurate", ["accurate", "fast"], 300)
     assert propagation_hint("fast", ["accurate", "fast"], 300) == ""
     assert propagation_hint("accurate", ["accurate", "fast"], 10) == ""
+
+
+@pytest.mark.parametrize("name", ["axial", "oblique"])
+def test_a_box_shown_as_a_markups_roi_reads_back_as_the_same_pixels(name):
+    ijk_to_ras = np.diag([-0.3, -0.3, 1.0, 1.0]) if name == "axial" else oblique_ijk_to_ras()
+    frame = 3
+    origin = geometry.apply(ijk_to_ras, [0, 0, frame])
+    step_i = geometry.apply(ijk_to_ras, [1, 0, frame]) - origin
+    step_j = geometry.apply(ijk_to_ras, [0, 1, frame]) - origin
+    box = (4, 7, 15, 9)
+    object_to_world, size = geometry.box_roi(box, origin, step_i, step_j)
+    np.testing.assert_allclose(object_to_world[:3, :3].T @ object_to_world[:3, :3], np.eye(3), atol=1e-12)
+    # The ROI's centre is on the frame, in the middle of the box; its edges on the pixel borders.
+    np.testing.assert_allclose(geometry.world_to_ijk(object_to_world[:3, 3], geometry.invert(ijk_to_ras)),
+                               [9.5, 8.0, frame], atol=1e-9)
+    world_to_ijk = geometry.invert(ijk_to_ras)
+    assert geometry.box_from_roi(object_to_world, size, world_to_ijk, (10, 20)) == box
+    # Clipped to the frame (10 rows x 12 columns here); None when it misses the frame.
+    assert geometry.box_from_roi(object_to_world, size, world_to_ijk, (9, 12)) == (4, 7, 11, 8)
+    far = object_to_world.copy()
+    far[:3, 3] = geometry.apply(ijk_to_ras, [-50, -50, frame])
+    assert geometry.box_from_roi(far, size, world_to_ijk, (10, 20)) is None

@@ -1,0 +1,156 @@
+"""The module's logic class (SAMUSSegment.py) loaded against stand-ins for Slicer: chunked propagation driven
+through its worker and callbacks, Stop between chunks, and the model choices fed from /info and remembered in
+the settings."""
+import threading
+
+import numpy as np
+
+from helpers_slicer import fake_slicer, load_module_file
+from SAMUSSegmentLib.frames import ArrayMaskStore
+from SAMUSSegmentLib.session import InteractiveSession, JobResult
+from SAMUSSegmentLib.upload import FrameStack
+from test_slicer_chunks import N, Predictor, cine, one_shot, prompt, serve
+
+INFO = {"models": {"samus": {"type": "deepgrow", "config": {"model": ["accurate", "fast"]}},
+                   "samus_propagate": {"type": "deepgrow", "config": {"model": ["fast", "accurate"]}}}}
+
+
+class Frames:
+    """The frame source of a volume input, as far as propagation needs it."""
+
+    def __init__(self, stack, shown):
+        self._stack, self.shown = stack, shown
+
+    def stack(self):
+        return self._stack
+
+    def currentFrame(self):
+        return self.shown
+
+
+class Settings:
+    """qt.QSettings: one store shared by every instance (Slicer's application settings)."""
+    store = {}
+
+    def value(self, key):
+        return self.store.get(key)
+
+    def setValue(self, key, value):
+        self.store[key] = value
+
+
+def logic_on_a_cine(module, frames, predictor, gate=None):
+    logic = module.SAMUSSegmentLogic()
+    logic.client, logic.info = object(), INFO
+    stack = FrameStack("cine", frames, np.eye(4), ("cine", 1))
+    session = InteractiveSession(None, ArrayMaskStore(len(frames), frames.shape[1:]), stack)
+    requests = []
+
+    def execute(job):  # the worker's part: the request goes to the app's propagation algorithm
+        requests.append(job.params)
+        if gate is not None:
+            gate(len(requests))
+        masks, meta = serve(frames, predictor, job.params)
+        return JobResult(job, masks, meta)
+
+    session.execute = execute
+    logic.session, logic.frames, logic.segmentId = session, Frames(stack, 3), "s"
+    prompt(session, 3, [(17, 20)])
+    return logic, requests
+
+
+def test_the_module_propagates_chunk_by_chunk_and_ends_with_the_one_shot_masks():
+    frames, predictor = cine(), Predictor()
+    with fake_slicer():
+        module = load_module_file()
+        logic, requests = logic_on_a_cine(module, frames, predictor)
+        logic.chunkFrames = 5
+        logic.session.propagate_choice = "fast"
+        progress, changed = [], []
+        logic.onPropagationProgress, logic.onMasksChanged = progress.append, changed.append
+        try:
+            run = logic.propagate(18)
+            assert logic.propagating
+            logic.runner.wait(60)
+        finally:
+            logic.runner.shutdown()
+    assert [r["frames"] for r in requests] == [[3, 8], [3, 13], [3, 18], [3, 21]]
+    assert all(r["model"] == "fast" for r in requests)  # the propagation model goes with every chunk
+    assert run.finished and not logic.propagating
+    expected = one_shot(frames, predictor, [(3, [(17, 20)], None)], 18, "forward")
+    np.testing.assert_array_equal(logic.session.masks.segment_volume("s"), expected)
+    assert changed == [[4, 5, 6, 7, 8], [9, 10, 11, 12, 13], [14, 15, 16, 17, 18], [19, 20, 21]]  # view per chunk
+    assert progress[0].startswith("Propagating over 19 frames from frame 4")
+    assert progress[-1] == "Propagation done: 19 of 19 frames covered, 19 with a mask."
+
+
+def test_stop_sends_no_further_chunk_and_drops_the_one_running():
+    frames, predictor = cine(), Predictor()
+    second_started, release = threading.Event(), threading.Event()
+
+    def gate(n):
+        if n == 2:
+            second_started.set()
+            release.wait(30)
+
+    with fake_slicer():
+        module = load_module_file()
+        logic, requests = logic_on_a_cine(module, frames, predictor, gate)
+        logic.chunkFrames = 4
+        try:
+            logic.propagate(None)  # whole loop: both sides grow
+            while not second_started.is_set():
+                logic.runner.poll(wait=0.05)
+            shown = logic.session.masks.segment_volume("s").copy()
+            logic.stopPropagation()
+            assert not logic.propagating
+            release.set()
+            logic.runner.wait(60)
+        finally:
+            release.set()
+            logic.runner.shutdown()
+    assert [r["frames"] for r in requests] == [[1, 5], [0, 7]] and requests[0]["direction"] == "both"
+    np.testing.assert_array_equal(logic.session.masks.segment_volume("s"), shown)  # the late chunk was dropped
+    assert [int(k) for k in np.flatnonzero(shown.reshape(N, -1).any(axis=1))] == [1, 2, 4, 5]
+
+
+def test_model_choices_come_from_info_and_are_remembered():
+    with fake_slicer():
+        import sys
+
+        sys.modules["qt"].QSettings = Settings
+        Settings.store = {"SAMUSSegment/ClickModel": "fast"}
+        module = load_module_file()
+        logic = module.SAMUSSegmentLogic()
+        stack = FrameStack("cine", np.zeros((3, 4, 5), np.uint8), np.eye(4), ("k", 1))
+        session = InteractiveSession(None, ArrayMaskStore(3, (4, 5)), stack)
+        logic._inputs = {"vol": (None, None, session)}
+        logic._useClient(object(), INFO)
+        # The remembered choice for clicks, the server's default (fast first) for propagation.
+        assert (logic.modelChoices, logic.modelChoice) == (["accurate", "fast"], "fast")
+        assert (logic.propagateChoices, logic.propagateChoice) == (["fast", "accurate"], "fast")
+        assert (session.model_choice, session.propagate_choice) == ("fast", "fast")
+        logic.setModelChoice("accurate")
+        assert Settings.store["SAMUSSegment/ClickModel"] == "accurate" and session.model_choice == "accurate"
+        assert session.set_points("s", 1, [(1, 1)], []).params["model"] == "accurate"
+        try:
+            logic.setPropagateChoice("huge")
+            raise AssertionError("an unknown choice must be refused")
+        except ValueError as exc:
+            assert "no model 'huge'" in str(exc)
+        # An older server without choices: no selector, and no `model` param in requests.
+        logic._useClient(object(), {"models": {"samus": {"type": "deepgrow", "config": {}}}})
+        assert logic.modelChoices == [] and logic.modelChoice is None and session.model_choice is None
+        assert "model" not in session.set_points("s", 2, [(1, 1)], []).params
+        widget = module.SAMUSSegmentWidget()
+        widget.logic = logic
+        from unittest import mock
+
+        widget.ui = mock.MagicMock()
+        widget.showModelChoices()
+        assert widget.ui.modelComboBox.visible is False and widget.ui.propagateModelComboBox.visible is False
+        logic._useClient(object(), INFO)
+        widget.showModelChoices()
+        widget.ui.modelComboBox.addItems.assert_called_with(["accurate", "fast"])
+        widget.ui.modelComboBox.setCurrentText.assert_called_with("accurate")  # remembered above
+        assert widget.ui.modelComboBox.visible is True
