@@ -1108,6 +1108,15 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertFrameUpright(logic, 2)
         self.assertSteppingGoesForward(logic)
 
+        # A frame's box shown as the ROI markup reads back as the same pixels (through the parent transform).
+        logic.showBox(2, (10, 12, 30, 40))
+        self.assertEqual(logic.readBox(2, []), (10, 12, 30, 40))
+        rejected = []
+        self.assertIsNone(logic.readBox(3, rejected))  # a box on frame 3 (index 2) is not the shown frame 4
+        self.assertIn("not on the shown frame", rejected[0][2])
+        logic.showBox(2, None)
+        self.assertIsNone(logic.readBox(2, []))
+
         mask = np.zeros(logic.frames.frame_shape, bool)
         mask[30:50, 20:60] = True
         logic.masks.write_frame(logic.segmentId, 2, mask)
