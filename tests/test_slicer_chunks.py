@@ -186,7 +186,7 @@ def test_an_undone_propagation_ignores_a_late_chunk():
 
 def test_chunk_plan_grows_outward_and_clips_to_the_range():
     plan = ChunkPlan(10, 30, None, "both", chunk_frames=8)
-    assert [plan.next_window() for _ in range(5)] == [[6, 14], [2, 18], [0, 22], [0, 26], [0, 29]]
+    assert [plan.next_window() for _ in range(5)] == [[6, 14], [2, 18], [0, 22], [0, 29], None]
     assert plan.done and plan.next_window() is None
     plan = ChunkPlan(2, 30, 5, "forward", chunk_frames=2)
     assert [plan.next_window() for _ in range(4)] == [[2, 4], [2, 6], [2, 7], None]
@@ -199,5 +199,12 @@ def test_chunk_plan_grows_outward_and_clips_to_the_range():
     assert not plan.backward and plan.forward
     plan.record([8, 12], returned_frames=[9, 10, 11], seeded_frames=[10, 20])  # a seed further on: go on
     assert plan.forward
+    # Windows grow by half their size, within [chunk, 4 x chunk] new frames: the repeated work stays bounded.
+    plan = ChunkPlan(0, 300, None, "forward", chunk_frames=16)
+    sizes = []
+    while (window := plan.next_window()) is not None:
+        sizes.append(window[1] - window[0] + 1)
+    assert sizes == [17, 33, 49, 73, 109, 163, 227, 291, 300]
+    assert sum(sizes) - 300 < 1000  # frames computed again; constant chunks of 16 would repeat about 2,700
     with pytest.raises(ValueError, match="at least one frame"):
         ChunkPlan(1, 5, None, "both", chunk_frames=0)

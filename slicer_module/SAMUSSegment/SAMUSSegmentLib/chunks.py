@@ -7,14 +7,16 @@ Why every window starts at the clicked frame: the app's propagation carries the 
 frame to frame along the measured motion (lib/samus/propagate.py), and its answer holds only masks, not
 the carried clicks. A request that started at the end of the previous chunk would have to seed that
 frame with something else (its mask), and the chain would then differ from the one-shot result. So
-request n covers frames [clicked - n * step, clicked + n * step] (clipped to the range; one side only
-for a forward or backward propagation) and the app recomputes the frames before it from the same
-seeds: the result of the last request is exactly the one-shot result (the app's `frames` range and
-its seeds are all that decide it), and each earlier request is a prefix of it. The frames computed
-before cost no encoder pass the second time (the app's embedding cache), only the decoder and the
-motion estimate, about 18 ms a frame with the fast model (README, app benchmarks): n frames in chunks of
-c add about n^2 / (2 c) such steps. A server that returned the chain's state (the carried clicks and the
-last mask) with each answer and accepted it back could make the chunks disjoint; see the README.
+every request covers a window that contains the clicked frame and grows outward (one side only for a
+forward or backward propagation), and the app recomputes the frames before it from the same seeds: the
+result of the last request is exactly the one-shot result (the app's `frames` range and its seeds are
+all that decide it), and each earlier request is a prefix of it. The frames computed before cost no
+encoder pass the second time (the app's embedding cache), only the decoder and the motion estimate,
+about 18 ms a frame with the fast model (README, app benchmarks). To bound that repeated work, a window
+grows by half its size (at least `chunk_frames`, at most 4 x `chunk_frames` new frames per request):
+300 frames in chunks of 16 take 9 requests and recompute about 960 frames (constant chunks of 16 would
+recompute about 2,700). A server that returned the chain's state (the carried clicks and the last mask)
+with each answer and accepted it back could make the chunks disjoint; see the README.
 
 A side of the window stops growing when it reached the end of the range, or when the answer has no
 mask on the window's edge (the chain lost the object before it, as the one-shot run would) and no
@@ -44,9 +46,14 @@ class ChunkPlan:
         self.lo = self.hi = self.frame
         self.forward = direction in ("forward", "both") and self.frame < self.last
         self.backward = direction in ("backward", "both") and self.frame > self.first
-        # New frames per request; a two-sided window grows by half of them on each side.
-        self.step = max(1, math.ceil(chunk_frames / 2)) if direction == "both" else int(chunk_frames)
+        self.chunk_frames = int(chunk_frames)
         self.requests = 0
+
+    def _step(self) -> int:
+        """New frames on each growing side: half the window so far, within [chunk, 4 x chunk] in all."""
+        covered = self.hi - self.lo + 1
+        new = min(4 * self.chunk_frames, max(self.chunk_frames, covered // 2))
+        return max(1, math.ceil(new / 2)) if self.forward and self.backward else new
 
     @property
     def done(self) -> bool:
@@ -56,10 +63,11 @@ class ChunkPlan:
         """[first, last] of the next request, None when the propagation is complete."""
         if self.done:
             return None
+        step = self._step()
         if self.forward:
-            self.hi = min(self.last, self.hi + self.step)
+            self.hi = min(self.last, self.hi + step)
         if self.backward:
-            self.lo = max(self.first, self.lo - self.step)
+            self.lo = max(self.first, self.lo - step)
         self.requests += 1
         window = [self.lo, self.hi]
         # A side at the end of the range is complete once this request answers.
