@@ -17,7 +17,8 @@ from SAMUSSegmentLib.frames import ArrayMaskStore
 from SAMUSSegmentLib.session import InteractiveSession, JobResult
 from SAMUSSegmentLib.upload import FrameStack
 
-propagate_module = pytest.importorskip("samus.propagate")  # the app's library (lib/ on PYTHONPATH)
+from samus import propagate as propagate_module  # the app's propagation (lib/), what samus_propagate runs
+
 ROWS, COLS, N = 40, 48, 24
 
 

@@ -343,7 +343,7 @@ def test_self_test_compares_proxy_refreshes_per_batch_instead_of_expecting_none(
     test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMUSSegmentTest")
     method = next(f for f in test_class.body if isinstance(f, ast.FunctionDef) and f.name == "test_cine_frame_masks")
     source = ast.get_source_segment(MODULE_FILE.read_text(), method)
-    assert "proxyCopies" not in source and ", [])" not in source.replace(" ", " ")
+    assert "proxyCopies" not in source and ", [])" not in source
     calls = [n for n in ast.walk(method) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
     compared = [c for c in calls if c.func.attr == "assertLessEqual"
                 and [getattr(a, "id", None) for a in c.args[:2]] == ["threeFrames", "oneFrame"]]
