@@ -1246,5 +1246,21 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         nonEmpty = [int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))]
         self.assertEqual(nonEmpty, [2], "the click must produce a mask on its own frame only")
         self.assertEqual(logic.uploader.uploads, 1)
+
+        # Chunked propagation over the next two frames: two requests, written into the cine's items.
+        errors = []
+        logic.onError = errors.append
+        logic.chunkFrames = 1
+        run = logic.propagate(2)
+        self.assertEqual(run.current.params["frames"], [2, 3])
+        logic.runner.wait(600)  # polls until the last chunk is in (each answer sends the next request)
+        self.assertEqual(errors, [])
+        self.assertTrue(run.finished and not run.stopped and not logic.propagating)
+        if 3 in run.frames_done:  # the object was not lost on frame 4 (index 3): a second chunk went out
+            self.assertEqual((run.plan.requests, run.plan.progress()), (2, (3, 3)))
+        self.assertTrue(logic.undo())  # the propagation, as one step
+        volume = logic.masks.segment_volume(logic.segmentId)
+        self.assertEqual([int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))], [2])
+
         self.assertTrue(logic.undo())
         self.assertFalse(logic.masks.segment_volume(logic.segmentId).any())
