@@ -154,3 +154,37 @@ def test_model_choices_come_from_info_and_are_remembered():
         widget.ui.modelComboBox.addItems.assert_called_with(["accurate", "fast"])
         widget.ui.modelComboBox.setCurrentText.assert_called_with("accurate")  # remembered above
         assert widget.ui.modelComboBox.visible is True
+
+
+def test_the_widget_sets_up_and_fills_its_model_selectors_on_connect():
+    from unittest import mock
+
+    with fake_slicer() as slicer:
+        import sys
+
+        sys.modules["qt"].QSettings = Settings
+        Settings.store = {}
+        module = load_module_file()
+        slicer.util.loadUI = mock.MagicMock()
+        slicer.util.childWidgetVariables = lambda widget: mock.MagicMock()
+        module.ScriptedLoadableModuleWidget.setup = lambda self: None
+        widget = module.SAMUSSegmentWidget()
+        widget.layout, widget.resourcePath = mock.MagicMock(), lambda path: path
+        with mock.patch.object(module.SAMUSSegmentWidget, "initializeParameterNode"):
+            widget.setup()
+        try:
+            ui = widget.ui
+            assert ui.modelComboBox.visible is False  # not connected yet: no choices to show
+            assert ui.stopPropagationButton.enabled is False
+            widget.logic._useClient(object(), INFO)
+            widget.onConnected(INFO)
+            ui.modelComboBox.addItems.assert_called_with(["accurate", "fast"])
+            ui.propagateModelComboBox.addItems.assert_called_with(["fast", "accurate"])
+            ui.propagateModelComboBox.setCurrentText.assert_called_with("fast")
+            widget.onPropagateModelChanged("accurate")
+            assert Settings.store == {"SAMUSSegment/PropagationModel": "accurate"}
+            widget.startBox()  # no input yet: nothing to draw on, and no error
+            ui.boxPlaceWidget.setPlaceModeEnabled.assert_not_called()
+            widget.onStopPropagation()  # nothing running: no error
+        finally:
+            widget.cleanup()
