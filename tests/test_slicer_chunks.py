@@ -209,3 +209,22 @@ def test_chunk_plan_grows_outward_and_clips_to_the_range():
     assert sum(sizes) - 300 < 1000  # frames computed again; constant chunks of 16 would repeat about 2,700
     with pytest.raises(ValueError, match="at least one frame"):
         ChunkPlan(1, 5, None, "both", chunk_frames=0)
+
+
+def test_a_server_that_keeps_the_chains_gets_its_token_back_and_constant_chunks():
+    """The proposed `resume` protocol: the answer's token goes back with the next request; windows then grow by
+    a constant chunk (the server computes only the new frames). Old servers never send a token."""
+    frames, predictor = cine(), Predictor()
+    session = new_session(frames)
+    prompt(session, 3, [(17, 20)])
+    run = ChunkedPropagation(session, "s", 3, None, "forward", 4)
+    job, requests, tokens = run.start(), [], iter(range(100))
+    while job is not None:
+        requests.append((tuple(job.params["frames"]), job.params.get("resume")))
+        masks, meta = serve(frames, predictor, job.params)
+        meta["resume"] = f"chains-{next(tokens)}"
+        _, job = run.on_result(JobResult(job, masks, meta))
+    assert requests[:4] == [((3, 7), None), ((3, 11), "chains-0"), ((3, 15), "chains-1"), ((3, 19), "chains-2")]
+    assert requests[-1][0] == (3, N - 1)
+    np.testing.assert_array_equal(session.masks.segment_volume("s"),
+                                  one_shot(frames, predictor, [(3, [(17, 20)], None)], None, "forward"))

@@ -15,8 +15,16 @@ encoder pass the second time (the app's embedding cache), only the decoder and t
 about 18 ms a frame with the fast model (README, app benchmarks). To bound that repeated work, a window
 grows by half its size (at least `chunk_frames`, at most 4 x `chunk_frames` new frames per request):
 300 frames in chunks of 16 take 9 requests and recompute about 960 frames (constant chunks of 16 would
-recompute about 2,700). A server that returned the chain's state (the carried clicks and the last mask)
-with each answer and accepted it back could make the chunks disjoint; see the README.
+recompute about 2,700). The app's embedding cache holds 64 frames by default (`--conf cache_size`): frames
+of a longer window that fell out of it are encoded again.
+
+A server may avoid the recomputation: when its answer carries `resume` (a token for the chain states it
+kept at the window's edges), the next request sends that token back as `resume`, with the same seeds
+and a window that again contains the previous one. Such a server computes only the new frames but
+still lists (and returns the masks of) every frame of the window that has a mask, so the answer stays
+the one-shot result for that window; a token it no longer knows makes it recompute from the seeds.
+Then the windows grow by a constant `chunk_frames`, as the repeated work is gone.
+
 
 A side of the window stops growing when it reached the end of the range, or when the answer has no
 mask on the window's edge (the chain lost the object before it, as the one-shot run would) and no
@@ -48,11 +56,15 @@ class ChunkPlan:
         self.backward = direction in ("backward", "both") and self.frame > self.first
         self.chunk_frames = int(chunk_frames)
         self.requests = 0
+        self.resumable = False  # the server keeps the chains between requests (see the module docstring)
 
     def _step(self) -> int:
         """New frames on each growing side: half the window so far, within [chunk, 4 x chunk] in all."""
         covered = self.hi - self.lo + 1
-        new = min(4 * self.chunk_frames, max(self.chunk_frames, covered // 2))
+        if self.resumable:
+            new = self.chunk_frames
+        else:
+            new = min(4 * self.chunk_frames, max(self.chunk_frames, covered // 2))
         return max(1, math.ceil(new / 2)) if self.forward and self.backward else new
 
     @property
@@ -110,6 +122,7 @@ class ChunkedPropagation:
         self.frames_done: set = set()  # frames with a propagated mask so far
         self.stopped_at: list = []
         self.current = None  # the job waiting for its answer
+        self.resume = None  # the server's token for the chains it kept, sent back with the next request
 
     @property
     def finished(self) -> bool:
@@ -126,6 +139,8 @@ class ChunkedPropagation:
         self.current = self.session.propagate(self.segment_id, self.frame, direction=self.plan.direction,
                                               min_area=self.min_area, min_score=self.min_score, window=window,
                                               group=self.group)
+        if self.resume is not None:
+            self.current.params["resume"] = self.resume
         return self.current
 
     def stop(self) -> None:
@@ -147,6 +162,8 @@ class ChunkedPropagation:
         stopped = result.meta.get("stopped_at")
         self.stopped_at = [stopped] if isinstance(stopped, int) else list(stopped or [])
         self.plan.record(window, returned, self.session.prompts.frames(self.segment_id))
+        self.resume = result.meta.get("resume") or None
+        self.plan.resumable = self.resume is not None
         return written, self._next()
 
     def describe(self) -> str:
