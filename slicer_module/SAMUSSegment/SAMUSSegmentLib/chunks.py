@@ -23,8 +23,9 @@ kept at the window's edges), the next request sends that token back as `resume`,
 and a window that again contains the previous one. Such a server computes only the new frames but
 still lists (and returns the masks of) every frame of the window that has a mask, so the answer stays
 the one-shot result for that window; a token it no longer knows makes it recompute from the seeds.
-Then the windows grow by a constant `chunk_frames`, as the repeated work is gone.
-
+Then the windows grow by a constant `chunk_frames`, as the repeated work is gone. (A server could also
+keep the chain states for requests with the same image, model, seeds and options without any token:
+these windows only ever grow, so it could continue from the previous window's edges.)
 
 A side of the window stops growing when it reached the end of the range, or when the answer has no
 mask on the window's edge (the chain lost the object before it, as the one-shot run would) and no
