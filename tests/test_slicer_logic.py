@@ -188,3 +188,109 @@ def test_the_widget_sets_up_and_fills_its_model_selectors_on_connect():
             widget.onStopPropagation()  # nothing running: no error
         finally:
             widget.cleanup()
+
+
+class Matrix:
+    """vtkMatrix4x4 over a numpy array."""
+
+    def __init__(self, array=None):
+        self.array = np.eye(4) if array is None else np.array(array, float)
+
+    def GetElement(self, r, c):
+        return self.array[r, c]
+
+
+class RoiNode:
+    """vtkMRMLMarkupsROINode (box type) as far as the module uses it: drawing it takes 2 corner points
+    (RequiredNumberOfControlPoints 2); a complete or programmatically sized ROI keeps 1 point, its centre."""
+
+    def __init__(self):
+        self.object_to_world, self.size, self.points, self.required, self.removals = Matrix(), [0.0] * 3, 0, 2, 0
+
+    def GetNumberOfControlPoints(self):
+        return self.points
+
+    def GetNumberOfDefinedControlPoints(self):
+        return self.points
+
+    def GetRequiredNumberOfControlPoints(self):
+        return self.required
+
+    def GetSize(self, size):
+        size[:] = self.size
+
+    def GetCenterWorld(self, centre):
+        centre[:] = self.object_to_world.array[:3, 3]
+
+    def GetObjectToWorldMatrix(self):
+        return self.object_to_world
+
+    def SetAndObserveObjectToNodeMatrix(self, matrix):
+        self.object_to_world = matrix
+
+    def SetSize(self, *size):
+        self.size, self.points, self.required = list(size), 1, 1
+
+    def RemoveAllControlPoints(self):
+        self.size, self.points, self.required, self.removals = [0.0] * 3, 0, 2, self.removals + 1
+
+    def StartModify(self):
+        return 0
+
+    def EndModify(self, was):
+        pass
+
+
+class VolumeFrames:
+    """The frame source of a volume under an oblique geometry (SAMUSSegmentScene.sources.VolumeFrames' maths)."""
+
+    def __init__(self, shown):
+        from SAMUSSegmentLib import geometry
+
+        self.geometry, self.shown, self.frame_shape, self.n_frames = geometry, shown, (30, 40), 5
+        c, s = np.cos(0.4), np.sin(0.4)
+        self.matrix = geometry.ijk_to_ras_matrix([5.0, -3.0, 2.0], [0.3, 0.2, 1.5],
+                                                 np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([-1, -1, 1]))
+
+    def ijkToWorld(self):
+        return self.matrix
+
+    def currentFrame(self):
+        return self.shown
+
+    def toWorld(self, frame, i, j):
+        return self.geometry.apply(self.matrix, [i, j, frame])
+
+    def locate(self, world):
+        i, j, k = self.geometry.voxel_index(self.geometry.world_to_ijk(world, self.geometry.invert(self.matrix)),
+                                            (40, 30, 5))
+        return k, i, j
+
+
+def test_the_box_markup_round_trips_and_a_half_drawn_box_keeps_the_stored_one():
+    from unittest import mock
+
+    with fake_slicer():
+        module = load_module_file()
+        logic = module.SAMUSSegmentLogic()
+        logic.frames, logic.boxNode = VolumeFrames(shown=2), RoiNode()
+        with mock.patch.object(module, "vtkMatrixFrom", Matrix):
+            logic.showBox(2, (5, 6, 20, 25))
+            assert logic.readBox(2, []) == (5, 6, 20, 25)
+            rejected = []
+            assert logic.readBox(3, rejected) is None and "on frame 3, not on the shown frame 4" in rejected[0][2]
+            # The box tool empties the markup; one corner placed: the frame keeps its stored box meanwhile.
+            logic.clearBoxMarkup()
+            assert logic.boxNode.removals == 1 and logic.readBox(2, []) is module.BOX_UNCHANGED
+            logic.boxNode.points, logic.boxNode.size = 1, [0.0, 0.0, 0.0]
+            assert logic.readBox(2, []) is module.BOX_UNCHANGED
+            # The second corner completes it (the ROI is sized from the corners; here: as before the redraw).
+            roi = logic.boxNode
+            roi.SetSize(20 * 0.3, 16 * 0.2, 1.5)
+            assert logic.readBox(2, []) == (3, 8, 22, 23)  # 20 x 16 pixels around the old centre (12.5, 15.5)
+            # Deleting a box (the delete button) now removes it from the frame.
+            logic.boxNode.RemoveAllControlPoints()
+            assert logic.readBox(2, []) is None
+            logic.showBox(2, None)
+            assert logic.boxNode.points == 0
+    logic.runner.shutdown()

@@ -172,7 +172,8 @@ def test_shortcuts_are_in_the_help_text_and_unique():
     keys = [k for k, _ in SHORTCUTS.values()]
     assert len(keys) == len(set(keys))
     assert "help_lines()" in MODULE_FILE.read_text()
-    assert {"nextFrame", "previousFrame", "undo", "propagate"} <= set(SHORTCUTS)
+    assert {"nextFrame", "previousFrame", "undo", "propagate", "boxMode"} <= set(SHORTCUTS)
+    assert SHORTCUTS["boxMode"][0] == "Ctrl+3" and "box" in SHORTCUTS["boxMode"][1]
 
 
 # -- the module file itself, loaded against stand-ins for Slicer's packages ----------------------------------

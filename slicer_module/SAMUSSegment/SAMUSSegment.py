@@ -554,6 +554,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         self.positiveNode = None
         self.negativeNode = None
         self.boxNode = None
+        self._redrawingBox = False  # the box tool emptied the box markup to draw a new box
         self.restoringPoints = 0
         self._inputs = {}  # input node id -> (frames, masks, session)
         self._epoch = 0  # incremented when the scene is closed: late results of old jobs are dropped
@@ -744,12 +745,20 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
 
     def readBox(self, frame: int, rejected: list):
         node = self.boxNode
-        if node is None or node.GetNumberOfControlPoints() == 0:
+        if node is None:
             return None
+        if node.GetNumberOfControlPoints() == 0:
+            # Empty because the box tool is redrawing it (until the new box is complete, or the redraw was
+            # abandoned): keep the frame's box. Otherwise the user deleted it.
+            return BOX_UNCHANGED if self._redrawingBox else None
+        # While a box is drawn it needs 2 defined corners (RequiredNumberOfControlPoints is 2, and the moving
+        # corner is only a preview); once complete the ROI keeps 1 point, its centre (vtkMRMLMarkupsROINode).
+        if node.GetNumberOfDefinedControlPoints() < max(1, node.GetRequiredNumberOfControlPoints()):
+            return BOX_UNCHANGED
         size = [0.0, 0.0, 0.0]
         node.GetSize(size)
-        if node.GetNumberOfDefinedControlPoints() < 1 or min(size[:2]) <= 0:
-            return BOX_UNCHANGED  # one corner placed so far
+        if min(size) <= 0:
+            return BOX_UNCHANGED
         centre = [0.0, 0.0, 0.0]
         node.GetCenterWorld(centre)
         try:
@@ -763,6 +772,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         worldToIJK = geometry.invert(self.frames.ijkToWorld())
         box = geometry.box_from_roi(numpyMatrix(node.GetObjectToWorldMatrix()), size, worldToIJK,
                                     self.frames.frame_shape)
+        self._redrawingBox = False
         if box is None or box[2] - box[0] < 1 or box[3] - box[1] < 1:
             rejected.append((node, -1, "the box covers less than 2 x 2 pixels of the frame"))
             return None
@@ -771,6 +781,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
     def clearBoxMarkup(self) -> None:
         """Empties the box markup without touching the stored box (the box tool is about to redraw it)."""
         if self.boxNode is not None:
+            self._redrawingBox = True
             self.restoringPoints += 1
             try:
                 self.boxNode.RemoveAllControlPoints()
@@ -829,6 +840,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         node = self.boxNode
         if node is None:
             return
+        self._redrawingBox = False
         wasModifying = node.StartModify()
         try:
             if box is None:
