@@ -53,9 +53,10 @@ def test_voxel_index_rounds_to_containing_voxel_and_rejects_outside_points():
 
 def test_frame_plane_and_frame_at_world_follow_the_k_axis():
     ijk_to_ras = oblique_ijk_to_ras()
-    normal, transverse, centre = geometry.frame_plane(ijk_to_ras, (20, 10, 6), 4)
+    slice_to_ras = geometry.frame_slice_to_ras(ijk_to_ras, (20, 10, 6), 4)
+    normal, transverse, centre = slice_to_ras[:3, 2], slice_to_ras[:3, 0], slice_to_ras[:3, 3]
     k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
-    np.testing.assert_allclose(abs(np.dot(normal, k_axis)), 1.0)  # the plane is the IJ plane
+    np.testing.assert_allclose(np.dot(normal, k_axis), 1.0)  # the plane is the IJ plane, normal towards +K
     assert abs(np.dot(normal, transverse)) < 1e-9
     np.testing.assert_allclose(geometry.world_to_ijk(centre, geometry.invert(ijk_to_ras)), [9.5, 4.5, 4])
     assert geometry.frame_at_world(centre, geometry.invert(ijk_to_ras), 6) == 4
@@ -250,9 +251,36 @@ def test_image_scalars_become_kji_arrays_with_their_components():
     rgb = array_from_scalars(flat, (4, 3, 2), 3)
     assert rgb.shape == (2, 3, 4, 3) and rgb[1, 2, 3, 0] == ((1 * 3 + 2) * 4 + 3) * 3
     assert array_from_scalars(np.arange(24), (4, 3, 2)).shape == (2, 3, 4)
-    np.testing.assert_allclose(to_grayscale(rgb, True), rgb.mean(axis=-1))
+    expected = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    np.testing.assert_allclose(to_grayscale(rgb.astype(np.float64), True), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="has 24 values, expected 72"):
         array_from_scalars(np.arange(24), (4, 3, 2), 3)
+
+
+def test_rgba_frames_become_uint8_luminance_without_alpha():
+    from SAMUSSegmentLib.frames import to_grayscale
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((2, 5, 7, 1), 255, np.uint8)], axis=-1)  # Slicer's RGBA PNG
+    grey = to_grayscale(rgba, True)
+    assert grey.dtype == np.uint8 and grey.shape == (2, 5, 7)  # no float32 copy: 4x less to upload
+    np.testing.assert_array_equal(grey, to_grayscale(rgb, True))  # alpha does not enter
+    luma = np.rint(rgb @ np.array([0.299, 0.587, 0.114]))
+    assert np.abs(grey.astype(int) - luma).max() <= 1  # float32 rounding only
+    # A black-to-white ramp keeps its full contrast (the old mean of RGBA gave 64..255, a quarter lost).
+    ramp = np.repeat(np.arange(0, 256, 51, dtype=np.uint8)[:, None], 4, axis=1)[None, None]
+    ramp[..., 3] = 255
+    assert to_grayscale(ramp, True).min() == 0 and to_grayscale(ramp, True).max() == 255
+    # Pure colours weigh as luminance (green brightest), not equally.
+    pure = np.array([[[[255, 0, 0], [0, 255, 0], [0, 0, 255]]]], np.uint8)
+    np.testing.assert_array_equal(to_grayscale(pure, True)[0, 0], [76, 150, 29])
+    # Grey + alpha keeps the grey; 16-bit colour stays 16-bit; scalar frames are untouched.
+    ga = np.stack([rgb[..., 0], np.zeros_like(rgb[..., 0])], axis=-1)
+    np.testing.assert_array_equal(to_grayscale(ga, True), rgb[..., 0])
+    assert to_grayscale(rgb.astype(np.uint16) * 257, True).dtype == np.uint16
+    scalar = rgb[..., 0]
+    assert to_grayscale(scalar, False) is scalar
 
 
 def test_packed_mask_round_trip():
@@ -307,7 +335,7 @@ def test_session_undo_restores_masks_and_points_and_drops_stale_results():
     assert not session.masks.read_frame("s", 1).any()
     with pytest.raises(ValueError, match="outside the frame"):
         session.set_points("s", 1, [(10, 0)], [])
-    with pytest.raises(ValueError, match="positive point on frame 3"):
+    with pytest.raises(ValueError, match="positive point or a box on frame 3"):
         session.propagate("s", 3, 2)
 
 
@@ -410,3 +438,91 @@ def test_training_progress_is_readable():
         {"status": "RUNNING", "details": ["loading", "Epoch: 3/10, loss 0.41", ""]})
     assert status == "RUNNING" and fraction == pytest.approx(0.3) and "30%" in text and "loss 0.41" in text
     assert describe_training({"status": "DONE", "details": []})[1] == 1.0
+
+
+def test_a_box_goes_with_the_frames_clicks_as_roi_and_is_undone_with_them():
+    from SAMUSSegmentLib.frames import ArrayMaskStore
+    from SAMUSSegmentLib.prompts import PromptStore
+    from SAMUSSegmentLib.session import InteractiveSession, JobResult
+    from SAMUSSegmentLib.upload import FrameStack
+
+    stack = FrameStack("img", np.zeros((3, 10, 12), np.uint8), np.eye(4), ("k", 1))
+    session = InteractiveSession(None, ArrayMaskStore(3, (10, 12)), stack)
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:7] = True
+    # A box alone segments (MedSAM-style); its corners are sorted and clipped to the frame.
+    job = session.set_points("s", 1, [], [], box=(8, 7, 2, 1))
+    assert job.kind == "interactive" and job.params["roi"] == [2, 1, 8, 7] and job.params["slice"] == 1
+    assert job.params["foreground"] == [] and "model" not in job.params  # no choice offered: no `model` param
+    session.apply(JobResult(job, {1: mask}))
+    # Clicks refine it: the box goes along with them.
+    session.model_choice = "accurate"
+    job = session.set_points("s", 1, [(4, 3)], [(9, 8)], box=(2, 1, 8, 30))
+    assert job.params["roi"] == [2, 1, 8, 9] and job.params["foreground"] == [[4, 3, 1]]
+    assert job.params["background"] == [[9, 8, 1]] and job.params["model"] == "accurate"
+    session.apply(JobResult(job, {1: ~mask}))
+    assert session.prompts.get("s", 1).box == (2, 1, 8, 9)
+    # Undo brings back the box-only prompt and its mask, then nothing.
+    session.undo()
+    assert session.prompts.get("s", 1).box == (2, 1, 8, 7) and not session.prompts.get("s", 1).positive
+    np.testing.assert_array_equal(session.masks.read_frame("s", 1), mask)
+    session.undo()
+    assert not session.prompts.get("s", 1) and not session.masks.read_frame("s", 1).any()
+    # Removing the box of a frame with only negatives clears the frame locally (nothing to segment).
+    session.set_points("s", 2, [], [(1, 1)], box=(1, 1, 5, 5))
+    assert session.set_points("s", 2, [], [(1, 1)]).kind == "clear"
+    with pytest.raises(ValueError, match="too small"):
+        session.set_points("s", 0, [], [], box=(3, 3, 3, 9))
+    # Saved in the scene with the points.
+    session.set_points("s", 0, [(1, 2)], [], box=(0, 0, 4, 4))
+    restored = PromptStore.from_json(session.prompts.to_json())
+    assert restored.get("s", 0).box == (0, 0, 4, 4) and restored.get("s", 2).box is None
+    # The propagation request carries the clicked frame's box as roi on its slice, and the propagation model.
+    session.propagate_choice = "fast"
+    job = session.propagate("s", 0, count=2)
+    assert job.params["roi"] == [0, 0, 4, 4] and job.params["slice"] == 0 and job.params["model"] == "fast"
+
+
+def test_model_choices_come_from_info_and_the_remembered_one_wins_when_offered():
+    from SAMUSSegmentLib.models import choose, model_choices, propagation_hint, with_model
+
+    info = {"models": {"samus": {"type": "deepgrow", "config": {"model": ["accurate", "fast"]}},
+                       "samus_propagate": {"type": "deepgrow", "config": {"model": ["fast", "accurate"],
+                                                                          "direction": ["both"]}}}}
+    assert model_choices(info, "samus") == ["accurate", "fast"]
+    assert model_choices(info, "samus_propagate") == ["fast", "accurate"]  # the server's default first
+    old = {"models": {"samus": {"type": "deepgrow", "config": {"direction": []}}, "samus_propagate": {}}}
+    assert model_choices(old, "samus") == [] and model_choices(old, "samus_propagate") == []
+    assert model_choices({"models": {"samus": {"config": {"model": "fast"}}}}, "samus") == ["fast"]
+    assert model_choices({}, "samus") == [] and model_choices({"models": {"samus": None}}, "samus") == []
+    assert choose(["accurate", "fast"], None) == "accurate"
+    assert choose(["accurate", "fast"], "fast") == "fast"  # remembered in the settings
+    assert choose(["accurate", "fast"], "huge") == "accurate"  # no longer offered: the server's default
+    assert choose([], "fast") is None
+    assert with_model({"a": 1}, "fast") == {"a": 1, "model": "fast"}
+    assert with_model({"a": 1, "model": "x"}, None) == {"a": 1}  # an older server gets no `model`
+    assert "'fast' is suggested" in propagation_hint("accurate", ["accurate", "fast"], 300)
+    assert propagation_hint("fast", ["accurate", "fast"], 300) == ""
+    assert propagation_hint("accurate", ["accurate", "fast"], 10) == ""
+
+
+@pytest.mark.parametrize("name", ["axial", "oblique"])
+def test_a_box_shown_as_a_markups_roi_reads_back_as_the_same_pixels(name):
+    ijk_to_ras = np.diag([-0.3, -0.3, 1.0, 1.0]) if name == "axial" else oblique_ijk_to_ras()
+    frame = 3
+    origin = geometry.apply(ijk_to_ras, [0, 0, frame])
+    step_i = geometry.apply(ijk_to_ras, [1, 0, frame]) - origin
+    step_j = geometry.apply(ijk_to_ras, [0, 1, frame]) - origin
+    box = (4, 7, 15, 9)
+    object_to_world, size = geometry.box_roi(box, origin, step_i, step_j)
+    np.testing.assert_allclose(object_to_world[:3, :3].T @ object_to_world[:3, :3], np.eye(3), atol=1e-12)
+    # The ROI's centre is on the frame, in the middle of the box; its edges on the pixel borders.
+    np.testing.assert_allclose(geometry.world_to_ijk(object_to_world[:3, 3], geometry.invert(ijk_to_ras)),
+                               [9.5, 8.0, frame], atol=1e-9)
+    world_to_ijk = geometry.invert(ijk_to_ras)
+    assert geometry.box_from_roi(object_to_world, size, world_to_ijk, (10, 20)) == box
+    # Clipped to the frame (10 rows x 12 columns here); None when it misses the frame.
+    assert geometry.box_from_roi(object_to_world, size, world_to_ijk, (9, 12)) == (4, 7, 11, 8)
+    far = object_to_world.copy()
+    far[:3, 3] = geometry.apply(ijk_to_ras, [-50, -50, frame])
+    assert geometry.box_from_roi(far, size, world_to_ijk, (10, 20)) is None

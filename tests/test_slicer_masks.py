@@ -119,3 +119,156 @@ def test_reads_inside_a_batch_see_the_batch_writes():
         returned[:] = False  # callers get copies
     assert layer.counts() == (1, 1)
     np.testing.assert_array_equal(layer.volume("s")[1] > 0, blob(1))
+
+
+# -- the scene layers themselves (SAMUSSegmentScene/masks.py), run against stand-ins for Slicer ---------------
+import itertools  # noqa: E402
+from unittest import mock  # noqa: E402
+
+from helpers_slicer import fake_slicer, load_module_file  # noqa: E402
+
+_TIME = itertools.count(1)  # vtkTimeStamp: one global, ever increasing modification counter
+
+
+class FakeStorableSequence:
+    """A vtkMRMLSequenceNode as far as storage goes (vtkMRMLStorableNode.cxx): Modified() does not touch
+    StorableModifiedTime, StorableModified() does; GetModifiedSinceRead() compares it with the stored time,
+    which the storage node sets when it writes the file."""
+
+    def __init__(self, items):
+        self.items = items  # index value -> item segmentation node
+        self.storable_time = next(_TIME)
+        self.stored_time = 0
+        self.modified_calls = 0
+
+    def GetName(self):
+        return "cine SAMUS sequence"
+
+    def GetDataNodeAtValue(self, value):
+        return self.items[value]
+
+    def Modified(self):
+        self.modified_calls += 1
+
+    def StorableModified(self):
+        self.storable_time = next(_TIME)
+
+    def GetModifiedSinceRead(self):
+        return self.stored_time < self.storable_time
+
+    def write_file(self):
+        self.stored_time = next(_TIME)
+
+
+def save_dialog_preselection(nodes):
+    """qSlicerSaveDataDialog checks a node's row (and shows it "Modified") when GetModifiedSinceRead()."""
+    return [n for n in nodes if n.GetModifiedSinceRead()]
+
+
+class FakeCineFrames:
+    def __init__(self, sequence, shown):
+        self.browser = mock.MagicMock(name="browser")
+        self.browser.GetSequenceNode.return_value = sequence
+        self.browser.GetMasterSequenceNode().GetNthIndexValue.side_effect = str
+        self.n_frames, self.frame_shape, self.shown = 5, SHAPE, shown
+        self.proxy = mock.MagicMock(name="proxy volume")
+
+    def currentFrame(self):
+        return self.shown
+
+    def dataNode(self, frame):
+        return f"volume item {frame}"
+
+
+def test_masks_written_into_cine_items_mark_the_sequence_for_saving():
+    with fake_slicer():
+        load_module_file()
+        from SAMUSSegmentScene import masks as scene_masks
+
+        items = {str(f): mock.MagicMock(name=f"segmentation item {f}") for f in range(5)}
+        sequence = FakeStorableSequence(items)
+        frames = FakeCineFrames(sequence, shown=1)
+        proxy_segmentation = mock.MagicMock(name="proxy segmentation")
+        layer = scene_masks.SequenceSegmentLayer(frames, proxy_segmentation)
+        written = []
+        with mock.patch.object(scene_masks, "_writeSegment",
+                               lambda node, seg, ref, mask: written.append((node, ref, mask.sum()))), \
+                mock.patch.object(scene_masks, "_readSegment", lambda node, seg, ref, shape: np.zeros(shape, bool)):
+            sequence.write_file()  # the scene was saved: nothing to save now
+            assert save_dialog_preselection([sequence]) == []
+            store = BatchedMasks(layer)
+            assert store.write_frames("s", {3: blob(3), 4: blob(4)}) == [3, 4]  # propagation: not the shown frame
+    # The items were written in place, not through the proxy, and the sequence is offered for saving again.
+    assert [(w[0], w[1]) for w in written] == [(items["3"], "volume item 3"), (items["4"], "volume item 4")]
+    assert save_dialog_preselection([sequence]) == [sequence]
+    assert sequence.modified_calls == 1  # one refresh of the browser's proxies per batch, not per frame
+    # Modified() alone, which is what the module called before, leaves the sequence "Not Modified".
+    sequence.write_file()
+    sequence.Modified()
+    assert save_dialog_preselection([sequence]) == []
+
+
+class FakeOrientedImage:
+    """vtkOrientedImageData with numpy scalars (the stand-in vtk_to_numpy passes numpy arrays through)."""
+
+    def SetExtent(self, *extent):
+        self.extent = extent
+
+    def GetExtent(self):
+        return self.extent
+
+    def AllocateScalars(self, *args):
+        dims = [self.extent[2 * a + 1] - self.extent[2 * a] + 1 for a in range(3)]
+        self.scalars = np.zeros(int(np.prod(dims)), np.uint8)
+
+    def GetDimensions(self):
+        return tuple(self.extent[2 * a + 1] - self.extent[2 * a] + 1 for a in range(3))
+
+    def GetPointData(self):
+        return mock.Mock(GetScalars=lambda: self.scalars)
+
+    def SetGeometryFromImageToWorldMatrix(self, matrix):
+        self.geometry = matrix
+
+    def Modified(self):
+        pass
+
+
+class FakeSegmentationsLogic:
+    MODE_REPLACE = 7
+
+    def __init__(self):
+        self.stored, self.calls = {}, []
+
+    def SetBinaryLabelmapToSegment(self, image, node, segment_id, mode, extent):
+        self.calls.append((segment_id, mode, extent))
+        self.stored[segment_id] = image.scalars.copy()
+
+    def GenerateMergedLabelmapInReferenceGeometry(self, node, reference, ids, mode, image):
+        dims = reference.dims
+        image.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
+        image.AllocateScalars()
+        if node.segment_id in self.stored:
+            image.scalars[:] = self.stored[node.segment_id]
+
+
+def test_volume_masks_go_through_one_oriented_image_without_temporary_scene_nodes():
+    with fake_slicer() as slicer:
+        load_module_file()
+        from SAMUSSegmentScene import masks as scene_masks
+
+        logic = FakeSegmentationsLogic()
+        slicer.vtkOrientedImageData = FakeOrientedImage
+        slicer.vtkSlicerSegmentationsModuleLogic = logic
+        slicer.vtkSegmentation = mock.Mock(EXTENT_REFERENCE_GEOMETRY=1)
+        node = mock.MagicMock(name="segmentation", segment_id="s")
+        reference = mock.MagicMock(name="volume", dims=(SHAPE[1], SHAPE[0], 4))
+        store = BatchedMasks(scene_masks.VolumeSegmentLayer(node, reference, 4, SHAPE))
+        assert store.write_frames("s", {1: blob(1), 3: blob(3)}) == [1, 3]
+        assert logic.calls == [("s", 7, (0, SHAPE[1] - 1, 0, SHAPE[0] - 1, 0, 3))]  # one import, whole volume
+        np.testing.assert_array_equal(store.read_frame("s", 3), blob(3))  # read back through the merged labelmap
+        np.testing.assert_array_equal(store.segment_volume("s")[[0, 2]], 0)
+        # No labelmap node was added to the scene (updateSegmentBinaryLabelmapFromArray adds one per call,
+        # made from the reference volume).
+        slicer.mrmlScene.AddNewNodeByClass.assert_not_called()
+        assert not slicer.mrmlScene.AddNode.called

@@ -15,6 +15,7 @@ from PIL import Image
 import helpers_slicer  # noqa: F401  (puts the library on sys.path)
 from app_server import running_server
 from conftest import SAMPLES
+from SAMUSSegmentLib.chunks import ChunkedPropagation
 from SAMUSSegmentLib.client import SamusClient, ServerError
 from SAMUSSegmentLib.frames import ArrayMaskStore, non_empty_frames
 from SAMUSSegmentLib.geometry import ijk_to_ras_matrix
@@ -205,3 +206,34 @@ def test_uploader_skips_images_the_server_already_has(server, cine):
     copy = FrameStack(cine.name, cine.array.copy(), cine.ijk_to_ras, change_key=("another node", 7))
     assert again.ensure(copy) == image_id
     assert again.uploads == 0
+
+
+def test_a_box_segments_and_chunked_propagation_equals_one_request(server, cine):
+    """A box (with a click) on one frame of a 12-frame cine, then the whole loop: once as one request, once in
+    chunks as the module sends it; the server must give the same masks. (Last in this file: the cine it
+    uploads is an unlabelled image for the active-learning strategies tested above.)"""
+    long_cine = FrameStack("Slicer cine #2", np.concatenate([cine.array, cine.array[:, :, ::-1], cine.array]),
+                           cine.ijk_to_ras, change_key=("vtkMRMLScalarVolumeNode2", 1))
+    client = SamusClient(server, timeout=30, infer_timeout=300)
+
+    def prompted():
+        session = InteractiveSession(client, ArrayMaskStore(long_cine.n_frames, long_cine.frame_shape), long_cine)
+        job = session.set_points("lesion", 5, [(36, 28)], [], box=(20, 15, 55, 45))
+        assert job.params["roi"] == [20, 15, 55, 45]
+        run(session, job)
+        return session
+
+    one = prompted()
+    job = one.propagate("lesion", 5, None, "both", min_area=0, min_score=-1e9)
+    result, _ = run(one, job)
+    assert result.meta["frames"] == list(range(12))
+
+    chunked = prompted()
+    propagation = ChunkedPropagation(chunked, "lesion", 5, None, "both", chunk_frames=2, min_area=0, min_score=-1e9)
+    job, windows = propagation.start(), []
+    while job is not None:
+        windows.append(job.params["frames"])
+        result = chunked.execute(job)
+        _, job = propagation.on_result(result)
+    assert windows[0] == [4, 6] and windows[-1] == [0, 11] and len(windows) >= 4
+    np.testing.assert_array_equal(chunked.masks.segment_volume("lesion"), one.masks.segment_volume("lesion"))

@@ -1,4 +1,5 @@
-"""How the Red view shows a frame: the module's slice orientation, checked with 3D Slicer's own arithmetic.
+"""How the Red view shows a frame: the module's slice orientation and frame stepping, checked with 3D Slicer's
+own arithmetic.
 
 Slicer is not available here, so the few formulas the check needs are re-implemented from the semantics
 of Slicer's sources (Libs/MRML/Core/vtkMRMLSliceNode.cxx):
@@ -7,6 +8,9 @@ of Slicer's sources (Libs/MRML/Core/vtkMRMLSliceNode.cxx):
 - UpdateMatrices: XYToRAS = SliceToRAS * XYToSlice, where XYToSlice scales by the positive pixel size
   FieldOfView / Dimensions. XY are VTK display coordinates of the view (origin bottom-left, y upwards),
   so the slice X axis points to the right of the screen and the slice Y axis points up.
+- GetSliceOffset: the SliceToRAS translation brought into slice coordinates (inverse of the upper 3x3), its
+  Z component; SetSliceOffset replaces that component. vtkMRMLSliceIntersectionWidget::MoveSlice (offset
+  slider, arrow keys, f / b, mouse wheel) adds +/- the slice spacing to the offset.
 - RotateToVolumePlane -> RotateToAxes: picks the signed volume axes closest (sum of angles) to the current
   slice X and Y axes, the normal's sign ignored; Z = X x Y for a right-handed SliceToRAS.
 """
@@ -87,12 +91,21 @@ GEOMETRIES = {
 }
 
 
+def set_slice_offset(slice_to_ras, offset):
+    """vtkMRMLSliceNode::SetSliceOffset."""
+    rotation = slice_to_ras[:3, :3]
+    in_slice = np.linalg.solve(rotation, slice_to_ras[:3, 3])
+    in_slice[2] = offset
+    out = slice_to_ras.copy()
+    out[:3, 3] = rotation @ in_slice
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_view_shows_row_zero_at_the_top_and_column_zero_on_the_left(name):
     ijk_to_ras = GEOMETRIES[name]
     dims, k = (7, 5, 4), 2
-    normal, transverse, centre = geometry.frame_plane(ijk_to_ras, dims, k)
-    slice_to_ras = slice_to_ras_by_ntp(normal, transverse, centre)
+    slice_to_ras = geometry.frame_slice_to_ras(ijk_to_ras, dims, k)
     xyz = view_coordinates(slice_to_ras, ijk_to_ras, k, dims)
     np.testing.assert_allclose(xyz[..., 2], 0, atol=1e-9)  # the view is exactly frame k
     size_i, size_j = np.linalg.norm(ijk_to_ras[:3, 0]), np.linalg.norm(ijk_to_ras[:3, 1])
@@ -101,26 +114,50 @@ def test_view_shows_row_zero_at_the_top_and_column_zero_on_the_left(name):
     np.testing.assert_allclose(xyz[..., 0], (i - (dims[0] - 1) / 2) * size_i, atol=1e-9)
     np.testing.assert_allclose(xyz[..., 1], -(j - (dims[1] - 1) / 2) * size_j, atol=1e-9)
     assert xyz[0, 0, 1] > xyz[-1, 0, 1] and xyz[0, 0, 0] < xyz[0, -1, 0]  # pixel (0, 0) is top-left
-    # The module recognises a view that already shows the frames upright (and leaves its zoom alone) ...
-    np.testing.assert_allclose(geometry.view_axes(normal, transverse), slice_to_ras[:3, :3], atol=1e-12)
-    # ... and one that does not, e.g. turned by 180 degrees in-plane: it aligns that view again.
+    np.testing.assert_allclose(slice_to_ras[:3, :3].T @ slice_to_ras[:3, :3], np.eye(3), atol=1e-12)  # orthonormal
+    # A view turned by 180 degrees in-plane is told apart (the module aligns that view again).
     turned = slice_to_ras[:3, :3] @ np.diag([-1.0, -1.0, 1.0])
-    assert not np.allclose(turned, geometry.view_axes(normal, transverse), atol=1e-3)
+    assert not np.allclose(turned, slice_to_ras[:3, :3], atol=1e-3)
     # A parent transform (rigid) does not change what the view shows.
     parent = np.eye(4)
     parent[:3, :3], parent[:3, 3] = rotation([3, -1, 2], 71), [10, -4, 2]
     world = parent @ ijk_to_ras
-    normal, transverse, centre = geometry.frame_plane(world, dims, k)
-    np.testing.assert_allclose(view_coordinates(slice_to_ras_by_ntp(normal, transverse, centre), world, k, dims),
+    np.testing.assert_allclose(view_coordinates(geometry.frame_slice_to_ras(world, dims, k), world, k, dims),
                                xyz, atol=1e-9)
 
 
-def test_the_old_normal_drew_the_usual_geometry_upside_down():
-    # What the module did before: N = K axis. For diag(-1, -1, 1) screen up became +J: row 0 at the bottom.
-    ijk_to_ras, dims, k = GEOMETRIES["lps_file"], (7, 5, 4), 1
-    _, transverse, centre = geometry.frame_plane(ijk_to_ras, dims, k)
-    old = slice_to_ras_by_ntp(unit(ijk_to_ras[:3, 2]), transverse, centre)
-    xyz = view_coordinates(old, ijk_to_ras, k, dims)
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_slice_offset_grows_with_the_frame_and_slicer_stepping_goes_forward(name):
+    ijk_to_ras = GEOMETRIES[name]
+    dims = (7, 5, 6)
+    right_handed = np.linalg.det(ijk_to_ras[:3, :3]) > 0
+    # Right-handed volumes need a left-handed slice frame (X x Y = -Z), left-handed ones a right-handed one.
+    assert (np.linalg.det(geometry.frame_slice_to_ras(ijk_to_ras, dims, 0)[:3, :3]) < 0) == right_handed
+    offsets = [geometry.slice_offset(geometry.frame_slice_to_ras(ijk_to_ras, dims, k)) for k in range(dims[2])]
+    assert all(b > a for a, b in zip(offsets, offsets[1:])), offsets  # the offset slider runs with the frames
+    ras_to_ijk = np.linalg.inv(ijk_to_ras)
+    shown = geometry.frame_slice_to_ras(ijk_to_ras, dims, 2)
+    normal = shown[:3, 2]
+    spacing = abs(np.dot(ijk_to_ras[:3, 2], normal))  # distance between frames along the normal
+    for step, expected in ((+1, 3), (-1, 1)):  # "f" / arrow up: next frame; "b" / arrow down: previous
+        moved = set_slice_offset(shown, geometry.slice_offset(shown) + step * spacing)
+        assert geometry.frame_at_world(moved[:3, 3], ras_to_ijk, dims[2]) == expected
+        np.testing.assert_allclose(view_coordinates(moved, ijk_to_ras, expected, dims)[..., 2], 0, atol=1e-9)
+
+
+def test_the_plane_normal_of_set_slice_to_ras_by_ntp_would_step_backwards():
+    # What the module did before: SetSliceToRASByNTP(N = J x I, T = I, mode 0) is upright, but for a
+    # right-handed volume its normal is -K, so Slicer's "next slice" went to the previous frame.
+    ijk_to_ras, dims = GEOMETRIES["lps_file"], (7, 5, 4)
+    i_axis, j_axis = ijk_to_ras[:3, 0], ijk_to_ras[:3, 1]
+    offsets = []
+    for k in range(dims[2]):
+        centre = geometry.apply(ijk_to_ras, [3, 2, k])
+        offsets.append(geometry.slice_offset(slice_to_ras_by_ntp(unit(np.cross(j_axis, i_axis)), i_axis, centre)))
+    assert all(b < a for a, b in zip(offsets, offsets[1:]))
+    # And N = K (mode 0) stepped forward but drew the frame upside down (row 0 at the bottom).
+    centre = geometry.apply(ijk_to_ras, [3, 2, 1])
+    xyz = view_coordinates(slice_to_ras_by_ntp(unit(ijk_to_ras[:3, 2]), i_axis, centre), ijk_to_ras, 1, dims)
     assert xyz[0, 0, 1] < xyz[-1, 0, 1]
 
 
@@ -136,8 +173,8 @@ def test_rotate_to_volume_plane_would_turn_volumes_with_identity_geometry():
         assert (xyz[0, 0, 1] > xyz[-1, 0, 1]) == upright, name  # row 0 at the top
 
 
-def test_frame_plane_rejects_a_degenerate_geometry():
+def test_frame_slice_to_ras_rejects_a_degenerate_geometry():
     flat = np.eye(4)
     flat[:3, 1] = flat[:3, 0]
     with pytest.raises(geometry.GeometryError, match="parallel"):
-        geometry.frame_plane(flat, (3, 3, 3), 0)
+        geometry.frame_slice_to_ras(flat, (3, 3, 3), 0)

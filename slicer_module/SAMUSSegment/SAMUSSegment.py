@@ -15,6 +15,7 @@ import tempfile
 import unittest
 from typing import Annotated
 
+import numpy as np
 import qt
 import slicer
 import vtk
@@ -28,9 +29,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from SAMUSSegmentLib import geometry
+from SAMUSSegmentLib.chunks import DEFAULT_CHUNK_FRAMES, ChunkedPropagation
 from SAMUSSegmentLib.client import (INTERACTIVE_MODEL, PROPAGATION_MODEL, TRAINER, SamusClient, ServerError,
                                     ServerUnreachable)
 from SAMUSSegmentLib.geometry import GeometryError
+from SAMUSSegmentLib.models import choose, model_choices, propagation_hint
 from SAMUSSegmentLib.prompts import PromptStore
 from SAMUSSegmentLib.session import InteractiveSession
 from SAMUSSegmentLib.shortcuts import SHORTCUTS, help_lines
@@ -38,12 +42,20 @@ from SAMUSSegmentLib.training import describe_training
 from SAMUSSegmentLib.upload import ImageUploader
 from SAMUSSegmentLib.worker import TaskRunner
 from SAMUSSegmentScene.masks import maskStoreFor
-from SAMUSSegmentScene.sources import frameSourceFor
+from SAMUSSegmentScene.sources import frameSourceFor, numpyMatrix
+from SAMUSSegmentScene.sources import vtkMatrix as vtkMatrixFrom
 
 PROMPTS_ATTRIBUTE = "SAMUSSegment.Prompts"
+# Module settings (Slicer's application settings, via QSettings): the model choices last used.
+CLICK_MODEL_SETTING = "SAMUSSegment/ClickModel"
+PROPAGATION_MODEL_SETTING = "SAMUSSegment/PropagationModel"
+BOX_UNCHANGED = object()  # readMarkups: the box is being drawn (one corner so far); keep the stored one
 SEGMENTATION_REFERENCE = "SAMUSSegment.Segmentation"
 STRATEGIES = ("random", "first", "diversity")
 POLL_INTERVAL_MS = 50
+# Errors that come from what the user did or what the scene holds (no server, a point off the frame, a cine
+# browser without a selected item: frame -1); shown in the status line instead of as a traceback.
+USER_ERRORS = (ServerError, ValueError, GeometryError, IndexError)
 # While a request runs, each timer tick waits this long for its result, which hands Python's lock to
 # the worker thread (Slicer's main thread holds it otherwise, and the worker would crawl).
 POLL_WAIT_S = 0.02
@@ -59,8 +71,9 @@ class SAMUSSegment(ScriptedLoadableModule):
         self.parent.helpText = (
             "Point-prompted ultrasound segmentation with SAMUS served by MONAI Label. Connect to the server, "
             "pick a volume (frames = K slices) or a cine sequence (frames = browser items), then place positive "
-            "and negative points: each change re-segments the shown frame only. Propagate a mask over the next "
-            "frames, submit labels and fine-tune the model.<br>Shortcuts: " + "; ".join(help_lines())
+            "and negative points or draw a box (two corners): each change re-segments the shown frame only. "
+            "Choose the server's accurate or fast model. Propagate a mask over the next frames (in chunks you "
+            "can stop), submit labels and fine-tune the model.<br>Shortcuts: " + "; ".join(help_lines())
         )
         self.parent.acknowledgementText = (
             "SAMUS: Lin et al., 'SAMUS: Adapting Segment Anything Model for Clinically-Friendly and Generalizable "
@@ -103,10 +116,12 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.onPromptsRestored = self.refreshPoints
         self.logic.onMasksChanged = lambda frames: self.updateFrameLabel()
 
-        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.boxPlaceWidget):
             placeWidget.buttonsVisible = False
             placeWidget.placeButton().show()
             placeWidget.deleteButton().show()
+        self.logic.onPropagationProgress = self.showPropagation
+        self.showModelChoices()
         self.ui.strategyComboBox.addItems(list(STRATEGIES))
         self.ui.trainingProgressBar.setRange(0, 100)
 
@@ -116,6 +131,8 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.connectButton.connect("clicked(bool)", self.onConnect)
         self.ui.serverUrlLineEdit.connect("returnPressed()", self.onConnect)
         self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelChanged)
+        self.ui.propagateModelComboBox.connect("currentTextChanged(QString)", self.onPropagateModelChanged)
+        self.ui.stopPropagationButton.connect("clicked(bool)", self.onStopPropagation)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
         self.ui.addSegmentButton.connect("clicked(bool)", self.onAddSegment)
@@ -187,6 +204,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         actions = {"nextFrame": lambda: self.onStepFrame(1), "previousFrame": lambda: self.onStepFrame(-1),
                    "positiveMode": lambda: self.startPlacing(True), "negativeMode": lambda: self.startPlacing(False),
+                   "boxMode": self.startBox,
                    "propagate": self.onPropagateNext, "undo": self.onUndo}
         mainWindow = slicer.util.mainWindow()
         if mainWindow is None:
@@ -238,7 +256,8 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateButtons(self) -> None:
         hasInput = self.logic.session is not None
         connected = self.logic.client is not None
-        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.clearFramePointsButton,
+        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.boxPlaceWidget,
+                       self.ui.clearFramePointsButton,
                        self.ui.undoButton, self.ui.previousFrameButton, self.ui.nextFrameButton,
                        self.ui.addSegmentButton):
             widget.enabled = hasInput
@@ -246,6 +265,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = hasInput and connected
         for widget in (self.ui.trainButton, self.ui.stopTrainingButton, self.ui.nextSampleButton):
             widget.enabled = connected
+        self.ui.stopPropagationButton.enabled = self.logic.propagating
 
     # -- server ----------------------------------------------------------------------------------
     def onConnect(self) -> None:
@@ -258,8 +278,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onConnected(self, info) -> None:
         models = info.get("models", {})
-        self.ui.modelComboBox.clear()
-        self.ui.modelComboBox.addItems(self.logic.interactiveModels())
+        self.showModelChoices()
         strategies = list(info.get("strategies", {})) or list(STRATEGIES)
         self.ui.strategyComboBox.clear()
         self.ui.strategyComboBox.addItems(strategies)
@@ -273,9 +292,29 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverStatusLabel.setStyleSheet("color: #c0392b")
         self.updateButtons()
 
+    def showModelChoices(self) -> None:
+        """Fills the two model selectors from the server's choices; hides them when it offers none."""
+        for combo, label, choices, current in (
+                (self.ui.modelComboBox, self.ui.modelLabel, self.logic.modelChoices, self.logic.modelChoice),
+                (self.ui.propagateModelComboBox, self.ui.propagateModelLabel, self.logic.propagateChoices,
+                 self.logic.propagateChoice)):
+            wasBlocked = combo.blockSignals(True)
+            try:
+                combo.clear()
+                combo.addItems(list(choices))
+                if current:
+                    combo.setCurrentText(current)
+            finally:
+                combo.blockSignals(wasBlocked)
+            combo.visible = label.visible = bool(choices)
+
     def onModelChanged(self, name) -> None:
         if name:
-            self.logic.setModel(name)
+            self.logic.setModelChoice(name)
+
+    def onPropagateModelChanged(self, name) -> None:
+        if name:
+            self.logic.setPropagateChoice(name)
 
     # -- input and segments --------------------------------------------------------------------------
     def onInputChanged(self, node) -> None:
@@ -293,6 +332,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentSelector.setCurrentSegmentID(self.logic.segmentId)
         self.ui.positivePlaceWidget.setCurrentNode(self.logic.positiveNode)
         self.ui.negativePlaceWidget.setCurrentNode(self.logic.negativeNode)
+        self.ui.boxPlaceWidget.setCurrentNode(self.logic.boxNode)
         for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
             placeWidget.setPlaceModePersistency(True)
         self.observePoints()
@@ -313,7 +353,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- points --------------------------------------------------------------------------------------
     def observePoints(self) -> None:
-        for node in (self.logic.positiveNode, self.logic.negativeNode):
+        for node in (self.logic.positiveNode, self.logic.negativeNode, self.logic.boxNode):
             if node is None:
                 continue
             for event in (slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
@@ -334,7 +374,7 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._syncScheduled = False
         try:
             self.logic.updateFromMarkups()
-        except (ServerError, ValueError, GeometryError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def refreshPoints(self) -> None:
@@ -348,15 +388,22 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widget = self.ui.positivePlaceWidget if positive else self.ui.negativePlaceWidget
         widget.setPlaceModeEnabled(True)
 
+    def startBox(self) -> None:
+        """Box tool: the frame's box is redrawn by two clicks on opposite corners (markups ROI placement)."""
+        if self.logic.session is None:
+            return
+        self.logic.clearBoxMarkup()  # the stored box stays until the new one is complete
+        self.ui.boxPlaceWidget.setPlaceModeEnabled(True)
+
     def stopPlacing(self) -> None:
-        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+        for widget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget, self.ui.boxPlaceWidget):
             if widget.currentNode() is not None:
                 widget.setPlaceModeEnabled(False)
 
     def onClearFrame(self) -> None:
         try:
             self.logic.clearFrame()
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def onUndo(self) -> None:
@@ -391,7 +438,8 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         frame = self.logic.frames.currentFrame()
         prompts = self.logic.session.prompts.get(self.logic.segmentId, frame)
-        marks = f" ({len(prompts.positive)}+ / {len(prompts.negative)}-)" if prompts else ""
+        box = ", box" if prompts.box else ""
+        marks = f" ({len(prompts.positive)}+ / {len(prompts.negative)}-{box})" if prompts else ""
         self.ui.frameLabel.text = f"Frame {frame + 1} / {self.logic.frames.n_frames}{marks}"
 
     def onStepFrame(self, step: int) -> None:
@@ -408,14 +456,23 @@ class SAMUSSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _propagate(self, count) -> None:
         try:
             self.logic.propagate(count)
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
+        self.updateButtons()
+
+    def onStopPropagation(self) -> None:
+        self.logic.stopPropagation()
+        self.updateButtons()
+
+    def showPropagation(self, text: str) -> None:
+        self.ui.propagationStatusLabel.text = text
+        self.updateButtons()
 
     # -- labels, training, samples ------------------------------------------------------------------
     def onSubmitLabels(self) -> None:
         try:
             self.logic.submitLabels()
-        except (ServerError, ValueError) as exc:
+        except USER_ERRORS as exc:
             self.showError(str(exc))
 
     def onStartTraining(self) -> None:
@@ -489,8 +546,15 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         self.info = {}
         self.uploader = None
         self.model = INTERACTIVE_MODEL
+        # The server's model choices per task (default first) and the ones in use; [] / None: not offered.
+        self.modelChoices, self.propagateChoices = [], []
+        self.modelChoice = self.propagateChoice = None
+        self.chunkFrames = DEFAULT_CHUNK_FRAMES
+        self.propagation = None  # the running ChunkedPropagation
         self.positiveNode = None
         self.negativeNode = None
+        self.boxNode = None
+        self._redrawingBox = False  # the box tool emptied the box markup to draw a new box
         self.restoringPoints = 0
         self._inputs = {}  # input node id -> (frames, masks, session)
         self._epoch = 0  # incremented when the scene is closed: late results of old jobs are dropped
@@ -499,6 +563,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         self.onError = lambda text: logging.warning(text)
         self.onPromptsRestored = lambda: None
         self.onMasksChanged = lambda frames: None
+        self.onPropagationProgress = lambda text: None
 
     def getParameterNode(self):
         return SAMUSSegmentParameterNode(super().getParameterNode())
@@ -506,10 +571,13 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
     def reset(self) -> None:
         """Forgets the scene (after a scene close); keeps the server connection."""
         self._epoch += 1
+        if getattr(self, "propagation", None) is not None:
+            self.propagation.stop()
+        self.propagation = None
         self.frames = self.masks = self.session = None
         self.segmentationNode = None
         self.segmentId = None
-        self.positiveNode = self.negativeNode = None
+        self.positiveNode = self.negativeNode = self.boxNode = None
         self._inputs = {}
 
     # -- server ----------------------------------------------------------------------------------
@@ -534,19 +602,38 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
         self.uploader = ImageUploader(client)
         for _, _, session in self._inputs.values():
             session.client, session.uploader = client, self.uploader
-        models = self.interactiveModels()
-        if models and self.model not in models:
-            self.setModel(models[0])
+        # The server's choices; the ones remembered in the settings when the server still offers them.
+        self.modelChoices = model_choices(info, INTERACTIVE_MODEL)
+        self.propagateChoices = model_choices(info, PROPAGATION_MODEL)
+        self.modelChoice = choose(self.modelChoices, self._setting(CLICK_MODEL_SETTING))
+        self.propagateChoice = choose(self.propagateChoices, self._setting(PROPAGATION_MODEL_SETTING))
+        self._shareChoices()
 
-    def interactiveModels(self) -> list:
-        models = self.info.get("models", {})
-        names = [n for n, m in models.items() if n != PROPAGATION_MODEL and m.get("type") in ("deepgrow", "deepedit")]
-        return names or [n for n in models if n == INTERACTIVE_MODEL]
+    @staticmethod
+    def _setting(key: str):
+        value = qt.QSettings().value(key)
+        return value if isinstance(value, str) else None
 
-    def setModel(self, name: str) -> None:
-        self.model = name
+    def _shareChoices(self) -> None:
         for _, _, session in self._inputs.values():
-            session.model = name
+            session.model_choice, session.propagate_choice = self.modelChoice, self.propagateChoice
+
+    def setModelChoice(self, name: str) -> None:
+        """The server's model for clicks and boxes (e.g. "accurate"); remembered in the module settings."""
+        if name not in self.modelChoices:
+            raise ValueError(f"the server offers no model '{name}' for clicks ({', '.join(self.modelChoices)})")
+        self.modelChoice = name
+        qt.QSettings().setValue(CLICK_MODEL_SETTING, name)
+        self._shareChoices()
+
+    def setPropagateChoice(self, name: str) -> None:
+        """The server's model for propagation (e.g. "fast"); remembered in the module settings."""
+        if name not in self.propagateChoices:
+            raise ValueError(f"the server offers no model '{name}' for propagation "
+                             f"({', '.join(self.propagateChoices)})")
+        self.propagateChoice = name
+        qt.QSettings().setValue(PROPAGATION_MODEL_SETTING, name)
+        self._shareChoices()
 
     def requireClient(self) -> None:
         if self.client is None:
@@ -566,6 +653,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
             frames = frameSourceFor(volumeNode)
             masks = maskStoreFor(frames, self._segmentationFor(frames))
             session = InteractiveSession(self.client, masks, frames.stack(), uploader=self.uploader, model=self.model)
+            session.model_choice, session.propagate_choice = self.modelChoice, self.propagateChoice
             saved = frames.persistentNode.GetAttribute(PROMPTS_ATTRIBUTE)
             if saved:
                 session.prompts = PromptStore.from_json(json.loads(saved))
@@ -606,6 +694,14 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
                     display.SetActiveColor(*color)
                     display.SetPointLabelsVisibility(False)
                 setattr(self, attr, node)
+        if self.boxNode is None or slicer.mrmlScene.GetNodeByID(self.boxNode.GetID()) is None:
+            node = slicer.mrmlScene.GetFirstNodeByName("SAMUS box")
+            if node is None or not node.IsA("vtkMRMLMarkupsROINode"):
+                node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "SAMUS box")
+                node.CreateDefaultDisplayNodes()
+                node.GetDisplayNode().SetSelectedColor(0.95, 0.75, 0.1)
+                node.GetDisplayNode().SetPointLabelsVisibility(False)
+            self.boxNode = node
 
     def setSegment(self, segmentId: str) -> None:
         self.segmentId = segmentId
@@ -622,7 +718,10 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
 
     # -- points ------------------------------------------------------------------------------------
     def readMarkups(self):
-        """(frame, positive [(i, j)], negative [(i, j)], rejected [(node, index, reason)]) of the shown frame."""
+        """(frame, positive [(i, j)], negative [(i, j)], box, rejected [(node, index, reason)]) of the shown frame.
+
+        box: (i0, j0, i1, j1), None when the box markup is empty, or BOX_UNCHANGED while it is being drawn.
+        """
         frame = self.frames.currentFrame()
         positive, negative, rejected = [], [], []
         for node, points in ((self.positiveNode, positive), (self.negativeNode, negative)):
@@ -641,29 +740,80 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
                                               f"{frame + 1}; place points in the {self.frames.viewName} view"))
                     continue
                 points.append((i, j))
-        return frame, positive, negative, rejected
+        box = self.readBox(frame, rejected)
+        return frame, positive, negative, box, rejected
+
+    def readBox(self, frame: int, rejected: list):
+        node = self.boxNode
+        if node is None:
+            return None
+        if node.GetNumberOfControlPoints() == 0:
+            # Empty because the box tool is redrawing it (until the new box is complete, or the redraw was
+            # abandoned): keep the frame's box. Otherwise the user deleted it.
+            return BOX_UNCHANGED if self._redrawingBox else None
+        # While a box is drawn it needs 2 defined corners (RequiredNumberOfControlPoints is 2, and the moving
+        # corner is only a preview); once complete the ROI keeps 1 point, its centre (vtkMRMLMarkupsROINode).
+        if node.GetNumberOfDefinedControlPoints() < max(1, node.GetRequiredNumberOfControlPoints()):
+            return BOX_UNCHANGED
+        size = [0.0, 0.0, 0.0]
+        node.GetSize(size)
+        if min(size) <= 0:
+            return BOX_UNCHANGED
+        centre = [0.0, 0.0, 0.0]
+        node.GetCenterWorld(centre)
+        try:
+            boxFrame = self.frames.locate(centre)[0]
+        except GeometryError as exc:
+            rejected.append((node, -1, f"the box is not on a frame: {exc}"))
+            return None
+        if boxFrame != frame:
+            rejected.append((node, -1, f"the box is on frame {boxFrame + 1}, not on the shown frame {frame + 1}"))
+            return None
+        worldToIJK = geometry.invert(self.frames.ijkToWorld())
+        box = geometry.box_from_roi(numpyMatrix(node.GetObjectToWorldMatrix()), size, worldToIJK,
+                                    self.frames.frame_shape)
+        self._redrawingBox = False
+        if box is None or box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            rejected.append((node, -1, "the box covers less than 2 x 2 pixels of the frame"))
+            return None
+        return box
+
+    def clearBoxMarkup(self) -> None:
+        """Empties the box markup without touching the stored box (the box tool is about to redraw it)."""
+        if self.boxNode is not None:
+            self._redrawingBox = True
+            self.restoringPoints += 1
+            try:
+                self.boxNode.RemoveAllControlPoints()
+            finally:
+                self.restoringPoints -= 1
 
     def updateFromMarkups(self):
         """Re-runs the shown frame after its points were placed, moved or deleted."""
         if self.session is None:
             return None
-        frame, positive, negative, rejected = self.readMarkups()
+        frame, positive, negative, box, rejected = self.readMarkups()
+        if box is BOX_UNCHANGED:
+            box = self.session.prompts.get(self.segmentId, frame).box
         if rejected:
             self.restoringPoints += 1
             try:
                 for node, n, _ in sorted(rejected, key=lambda r: -r[1]):
-                    node.RemoveNthControlPoint(n)
+                    if n < 0:
+                        node.RemoveAllControlPoints()  # the box
+                    else:
+                        node.RemoveNthControlPoint(n)
             finally:
                 self.restoringPoints -= 1
-            self.onError("Point removed: " + rejected[0][2])
-        return self.setPoints(frame, positive, negative)
+            self.onError("Removed: " + rejected[0][2])
+        return self.setPoints(frame, positive, negative, box=box)
 
-    def setPoints(self, frame: int, positive, negative, segmentId: str = None):
-        """Records one frame's points and segments it on the server; returns the job (None if unchanged)."""
-        if positive:
+    def setPoints(self, frame: int, positive, negative, segmentId: str = None, box=None):
+        """Records one frame's points and box and segments it on the server; returns the job (None if unchanged)."""
+        if positive or box:
             self.requireClient()
         self.session.set_stack(self.frames.stack())
-        job = self.session.set_points(segmentId or self.segmentId, frame, positive, negative)
+        job = self.session.set_points(segmentId or self.segmentId, frame, positive, negative, box)
         if job is not None:
             self._run(job)
         self._savePrompts()
@@ -681,14 +831,38 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
                 for i, j in points:
                     node.AddControlPointWorld(vtk.vtkVector3d(*self.frames.toWorld(frame, i, j)))
                 node.EndModify(wasModifying)
+            self.showBox(frame, prompts.box)
         finally:
             self.restoringPoints -= 1
+
+    def showBox(self, frame: int, box) -> None:
+        """The frame's box as the ROI markup, aligned with the frame's pixels (empty when it has none)."""
+        node = self.boxNode
+        if node is None:
+            return
+        self._redrawingBox = False
+        wasModifying = node.StartModify()
+        try:
+            if box is None:
+                node.RemoveAllControlPoints()
+                return
+            origin = np.asarray(self.frames.toWorld(frame, 0, 0))
+            stepI = np.asarray(self.frames.toWorld(frame, 1, 0)) - origin
+            stepJ = np.asarray(self.frames.toWorld(frame, 0, 1)) - origin
+            objectToWorld, size = geometry.box_roi(box, origin, stepI, stepJ)
+            # The ROI node is not transformed: its node coordinates are world coordinates.
+            node.SetAndObserveObjectToNodeMatrix(vtkMatrixFrom(objectToWorld))
+            node.SetSize(*size)
+        finally:
+            node.EndModify(wasModifying)
 
     def clearFrame(self) -> None:
         self.setPoints(self.frames.currentFrame(), [], [])
         self.showPoints()
 
     def undo(self) -> bool:
+        if self.propagating and self.session.undo_stack.peek() is self.session.group_entry(self.propagation.group):
+            self.stopPropagation()  # undoing a running propagation stops it
         entry = self.session.undo()
         if entry is None:
             self.onStatus("Nothing to undo.")
@@ -706,28 +880,64 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
     def goToFrame(self, frame: int) -> None:
         self.frames.showFrame(min(max(int(frame), 0), self.frames.n_frames - 1))
 
+    @property
+    def propagating(self) -> bool:
+        return self.propagation is not None and not self.propagation.finished
+
     def propagate(self, count=None):
-        """Propagates the shown frame's mask over the next `count` frames (None: whole loop, both ways)."""
+        """Propagates the shown frame's mask over the next `count` frames (None: whole loop, both ways).
+
+        Runs in chunks (SAMUSSegmentLib.chunks): one request per window of frames growing outward from
+        the shown frame, each answer written at once, so the user sees the masks arrive and can stop
+        between two requests (stopPropagation). Returns the ChunkedPropagation.
+        """
         self.requireClient()
         if PROPAGATION_MODEL not in self.info.get("models", {}):
             raise ServerError(f"The server has no '{PROPAGATION_MODEL}' task; update the SAMUS app.")
+        if self.propagating:
+            raise ValueError("a propagation is running: wait for it or press Stop")
         self.session.set_stack(self.frames.stack())
-        job = self.session.propagate(self.segmentId, self.frames.currentFrame(), count,
-                                     "forward" if count else "both")
+        frame = self.frames.currentFrame()
+        run = ChunkedPropagation(self.session, self.segmentId, frame, count, "forward" if count else "both",
+                                 self.chunkFrames)
+        job = run.start()
+        if job is None:
+            raise ValueError(f"there is no frame to propagate to from frame {frame + 1}")
+        self.propagation = run
+        covered, total = run.plan.progress()
+        hint = propagation_hint(self.propagateChoice, self.propagateChoices, total - 1)
+        self.onPropagationProgress(f"Propagating over {total} frames from frame {frame + 1}.{hint}")
         self._run(job)
-        return job
+        return run
+
+    def stopPropagation(self) -> None:
+        """Sends no further chunk; the answer of the one running is dropped. The frames shown stay."""
+        run = self.propagation
+        if run is None or run.finished:
+            return
+        run.stop()
+        self.onPropagationProgress(run.describe())
+        self.onStatus("Propagation stopped.")
 
     # -- running jobs ------------------------------------------------------------------------------------
     def _run(self, job) -> None:
         session, epoch = self.session, self._epoch
         self.runner.submit(lambda: session.execute(job), on_done=lambda result: self._applied(session, result, epoch),
-                           on_error=lambda exc: self.onError(f"{job.description} failed: {exc}"),
-                           label=job.description)
+                           on_error=lambda exc: self._failed(job, exc), label=job.description)
+
+    def _failed(self, job, exc) -> None:
+        if self.propagation is not None and self.propagation.owns(job):
+            self.propagation.stop()  # no further chunk after a failed one
+            self.onPropagationProgress(self.propagation.describe())
+        self.onError(f"{job.description} failed: {exc}")
 
     def _applied(self, session, result, epoch) -> None:
         if epoch != self._epoch:
             return  # the scene this job wrote into was closed meanwhile
         job = result.job
+        if job.kind == "propagate" and job.group is not None:
+            self._appliedChunk(result)
+            return
         frames = session.apply(result)
         meta = result.meta
         if job.kind == "submit":
@@ -742,6 +952,20 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
             score = meta.get("score")
             self.onStatus(f"Frame {job.frame + 1} segmented" + (f" (score {score:.2f})" if score is not None else "")
                           + (", cached embedding" if meta.get("cache_hit") else "") + ".")
+        if frames:
+            self.onMasksChanged(frames)
+
+    def _appliedChunk(self, result) -> None:
+        """One chunk of the running propagation: write it, show it, and send the next one."""
+        run = self.propagation
+        if run is None or not run.owns(result.job):
+            return  # stopped, undone or replaced meanwhile
+        frames, nextJob = run.on_result(result)
+        if nextJob is not None:
+            self._run(nextJob)
+        self.onPropagationProgress(run.describe())
+        if run.finished:
+            self.onStatus(run.describe())
         if frames:
             self.onMasksChanged(frames)
 
@@ -890,10 +1114,20 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         world = logic.frames.toWorld(2, 30, 40)
         self.assertEqual(logic.frames.locate(world), (2, 30, 40))
         logic.positiveNode.AddControlPointWorld(vtk.vtkVector3d(*world))
-        frame, positive, negative, rejected = logic.readMarkups()
-        self.assertEqual((frame, positive, negative, rejected), (2, [(30, 40)], [], []))
+        frame, positive, negative, box, rejected = logic.readMarkups()
+        self.assertEqual((frame, positive, negative, box, rejected), (2, [(30, 40)], [], None, []))
 
         self.assertFrameUpright(logic, 2)
+        self.assertSteppingGoesForward(logic)
+
+        # A frame's box shown as the ROI markup reads back as the same pixels (through the parent transform).
+        logic.showBox(2, (10, 12, 30, 40))
+        self.assertEqual(logic.readBox(2, []), (10, 12, 30, 40))
+        rejected = []
+        self.assertIsNone(logic.readBox(3, rejected))  # a box on frame 3 (index 2) is not the shown frame 4
+        self.assertIn("not on the shown frame", rejected[0][2])
+        logic.showBox(2, None)
+        self.assertIsNone(logic.readBox(2, []))
 
         mask = np.zeros(logic.frames.frame_shape, bool)
         mask[30:50, 20:60] = True
@@ -921,6 +1155,19 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertLess(x0, x1, "column 0 must be on the left")
         self.assertGreater(y0, y1, "row 0 must be at the top")
 
+    def assertSteppingGoesForward(self, logic):
+        """Slicer's own slice stepping (offset slider, arrow keys, f / b) runs with the frame index."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None or layoutManager.sliceWidget("Red") is None:
+            return  # no views (e.g. a run without the main window)
+        sliceLogic = layoutManager.sliceWidget("Red").sliceLogic()
+        offsets = []
+        for frame in (1, 2):
+            logic.goToFrame(frame)
+            offsets.append(sliceLogic.GetSliceOffset())
+        self.assertLess(offsets[0], offsets[1], "the slice offset must grow with the frame index")
+        logic.goToFrame(2)
+
     def test_cine_frame_masks(self):
         import numpy as np
 
@@ -932,14 +1179,30 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertFrameUpright(logic, 1)
         mask = np.zeros(logic.frames.frame_shape, bool)
         mask[40:56, 30:70] = True
-        # Selecting an item re-copies every proxy; writing items must not do that.
-        proxyCopies = []
-        tag = proxy.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: proxyCopies.append(event))
-        try:
-            self.assertEqual(logic.masks.write_frames(logic.segmentId, {3: mask, 1: mask, 4: mask}), [1, 3, 4])
-        finally:
-            proxy.RemoveObserver(tag)
-        self.assertEqual((browser.GetSelectedItemNumber(), proxyCopies), (1, []))
+        # Writing items in place calls Modified() on the segmentation sequence once per batch; the browser
+        # then refreshes its proxies, and the image proxy (no "save changes") is deep-copied, which fires its
+        # ModifiedEvent (vtkMRMLSequenceBrowserNode, vtkSlicerSequencesLogic). What matters is that this
+        # happens once per batch, not once per frame, and that no browser item is selected for it.
+        def proxyEventsDuring(write):
+            events = []
+            tag = proxy.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: events.append(event))
+            try:
+                write()
+            finally:
+                proxy.RemoveObserver(tag)
+            return len(events)
+
+        # Both batches leave out the shown item 1 (written through its proxy, which the browser saves itself).
+        oneFrame = proxyEventsDuring(lambda: logic.masks.write_frames(logic.segmentId, {0: mask}))
+        logic.masks.write_frames(logic.segmentId, {0: np.zeros_like(mask)})
+        written = []
+        threeFrames = proxyEventsDuring(
+            lambda: written.extend(logic.masks.write_frames(logic.segmentId, {4: mask, 2: mask, 3: mask})))
+        self.assertEqual(written, [2, 3, 4])
+        self.assertLessEqual(threeFrames, oneFrame, "the proxies must be refreshed once per batch, not per frame")
+        self.assertEqual(logic.masks.write_frames(logic.segmentId, {2: np.zeros_like(mask), 1: mask}), [1, 2])
+        self.assertEqual(browser.GetSelectedItemNumber(), 1)
+        self.assertSavedAgainAfterItemWrites(logic, mask)
         volume = logic.masks.segment_volume(logic.segmentId)
         self.assertEqual([int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))], [1, 3, 4])
         # The shown item went through the proxy segmentation, the others into the sequence's items.
@@ -952,6 +1215,21 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         self.assertFalse(logic.masks.read_frame(logic.segmentId, 2).any())
         self.assertEqual(logic.frames.stack().n_frames, 5)
         logic.runner.shutdown()
+
+    def assertSavedAgainAfterItemWrites(self, logic, mask):
+        """After a save, masks written into items other than the shown one make the sequence "Modified"
+        again, so that the Save dialog selects it (GetModifiedSinceRead)."""
+        import numpy as np
+
+        sequence = logic.masks.layer.sequence
+        path = os.path.join(tempfile.mkdtemp(prefix="samus_selftest_"), "masks.seq.mrb")
+        if not slicer.util.saveNode(sequence, path):
+            self.delayDisplay("Skipped the save check: this Slicer cannot write a segmentation sequence to .seq.mrb")
+            return
+        self.assertFalse(sequence.GetModifiedSinceRead())
+        logic.masks.write_frames(logic.segmentId, {2: mask})  # not the shown item
+        self.assertTrue(sequence.GetModifiedSinceRead(), "propagated masks would be left out of the next save")
+        logic.masks.write_frames(logic.segmentId, {2: np.zeros_like(mask)})
 
     def test_cine_clicks_with_server(self):
         url, _ = self.serverOrSkip()
@@ -980,5 +1258,21 @@ class SAMUSSegmentTest(ScriptedLoadableModuleTest):
         nonEmpty = [int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))]
         self.assertEqual(nonEmpty, [2], "the click must produce a mask on its own frame only")
         self.assertEqual(logic.uploader.uploads, 1)
+
+        # Chunked propagation over the next two frames: two requests, written into the cine's items.
+        errors = []
+        logic.onError = errors.append
+        logic.chunkFrames = 1
+        run = logic.propagate(2)
+        self.assertEqual(run.current.params["frames"], [2, 3])
+        logic.runner.wait(600)  # polls until the last chunk is in (each answer sends the next request)
+        self.assertEqual(errors, [])
+        self.assertTrue(run.finished and not run.stopped and not logic.propagating)
+        if 3 in run.frames_done:  # the object was not lost on frame 4 (index 3): a second chunk went out
+            self.assertEqual((run.plan.requests, run.plan.progress()), (2, (3, 3)))
+        self.assertTrue(logic.undo())  # the propagation, as one step
+        volume = logic.masks.segment_volume(logic.segmentId)
+        self.assertEqual([int(k) for k in np.flatnonzero(volume.reshape(5, -1).any(axis=1))], [2])
+
         self.assertTrue(logic.undo())
         self.assertFalse(logic.masks.segment_volume(logic.segmentId).any())

@@ -68,10 +68,31 @@ def array_from_scalars(scalars, dims_ijk, components: int = 1) -> np.ndarray:
     return flat.reshape(shape)
 
 
+# ITU-R BT.601 luma weights: what ultrasound scanners and video codecs use for Y.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
 def to_grayscale(array: np.ndarray, has_components: bool) -> np.ndarray:
-    """Averages the colour components of vector (e.g. RGB ultrasound) frames."""
+    """Grey frames from vector (colour) frames [..., c]; scalar frames are returned as they are.
+
+    Luminance of R, G, B; a 4th component is alpha and is ignored (Slicer loads RGBA PNGs with 4
+    components: averaging them would add a constant alpha and lose a quarter of the contrast).
+    Two components are grey + alpha: the grey is kept. Integer input stays in its type (uint8
+    stays uint8, a quarter of the upload of float32); float input becomes float32.
+    """
     array = np.asarray(array)
-    return array.mean(axis=-1).astype(np.float32) if has_components else array
+    if not has_components:
+        return array
+    components = array.shape[-1]
+    if components < 3:
+        grey = array[..., 0]
+        return grey if np.issubdtype(array.dtype, np.integer) else grey.astype(np.float32)
+    rgb = array[..., :3].astype(np.float32)
+    grey = rgb[..., 0] * LUMA_WEIGHTS[0] + rgb[..., 1] * LUMA_WEIGHTS[1] + rgb[..., 2] * LUMA_WEIGHTS[2]
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        return np.clip(np.rint(grey), info.min, info.max).astype(array.dtype)
+    return grey
 
 
 def non_empty_frames(volume: np.ndarray) -> list[int]:

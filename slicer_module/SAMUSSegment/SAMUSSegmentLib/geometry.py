@@ -85,33 +85,83 @@ def voxel_index(ijk, dims_ijk) -> tuple[int, int, int]:
     return idx
 
 
-def frame_plane(ijk_to_world, dims_ijk, k: int):
-    """Normal, in-plane (I) axis and centre of frame k, for Slicer's SetSliceToRASByNTP(..., 0).
+def frame_slice_to_ras(ijk_to_world, dims_ijk, k: int) -> np.ndarray:
+    """SliceToRAS of a slice view that shows frame k upright, with the slice offset growing with k.
 
-    Mode 0 makes the slice X axis (screen right) T and the Y axis (screen up) N x T. With
-    T = I and N = J x I, screen up is -J: column 0 is on the left and row 0 at the top, as
-    the file and every image viewer show the frame. (N = K would make screen up +J and draw
-    the usual DICOM/NRRD/PNG geometry upside down.) J x I also keeps this right for volumes
-    whose IJK axes are left-handed, where it equals +K instead of -K.
+    Columns: X (screen right) = the I axis, Y (screen up) = -J made perpendicular to X, Z (the
+    normal, the direction in which the slice offset grows) = the plane's normal on the side of +K.
+    Row 0 is then at the top and column 0 on the left, as the file and every image viewer show
+    the frame, and Slicer's own frame stepping (offset slider, arrow keys, f / b, mouse wheel:
+    vtkMRMLSliceIntersectionWidget::MoveSlice adds the slice spacing to the offset, which is
+    the Z component of the translation in slice coordinates) goes to the next frame.
+
+    For ordinary right-handed volumes (DICOM, NRRD, PNG, identity) X x Y = -K, so this matrix is
+    left-handed (determinant -1); Slicer accepts that (its axial preset, diag(-1, 1, 1), is one).
+    SetSliceToRASByNTP cannot give it: it always makes Y = N x T, so the normal would point to
+    -K and frame stepping would run backwards. Set the matrix directly instead
+    (GetSliceToRAS().DeepCopy(m); UpdateMatrices()).
     """
     m = as_matrix(ijk_to_world, "ijk_to_world")
-    i_axis, j_axis = m[:3, 0], m[:3, 1]
-    normal = np.cross(j_axis, i_axis)
+    i_axis, j_axis, k_axis = m[:3, 0], m[:3, 1], m[:3, 2]
+    normal = np.cross(i_axis, j_axis)
     size = np.linalg.norm(normal)
     if size < 1e-12 * np.linalg.norm(i_axis) * np.linalg.norm(j_axis):
         raise GeometryError("the volume's I and J axes are parallel; its frames have no plane")
-    transverse = i_axis / np.linalg.norm(i_axis)
-    centre_ijk = [(dims_ijk[0] - 1) / 2.0, (dims_ijk[1] - 1) / 2.0, float(k)]
-    return normal / size, transverse, apply(m, centre_ijk)
+    normal = normal / size
+    if np.dot(normal, k_axis) < 0:
+        normal = -normal
+    x = i_axis / np.linalg.norm(i_axis)
+    up = -(j_axis - np.dot(j_axis, x) * x)  # -J without its part along I (sheared frames)
+    y = up / np.linalg.norm(up)
+    out = np.eye(4)
+    out[:3, 0], out[:3, 1], out[:3, 2] = x, y, normal
+    out[:3, 3] = apply(m, [(dims_ijk[0] - 1) / 2.0, (dims_ijk[1] - 1) / 2.0, float(k)])
+    return out
 
 
-def view_axes(normal, transverse) -> np.ndarray:
-    """3x3 orientation (columns: screen right, screen up, normal) a slice view gets from
-    SetSliceToRASByNTP(normal, transverse, ..., 0); to tell whether a view still shows frames upright."""
-    n = np.asarray(normal, dtype=float)
-    up = np.cross(n, transverse)
-    right = np.cross(up, n)
-    return np.column_stack([right / np.linalg.norm(right), up / np.linalg.norm(up), n / np.linalg.norm(n)])
+def slice_offset(slice_to_ras) -> float:
+    """vtkMRMLSliceNode::GetSliceOffset: the translation in slice coordinates, its Z component."""
+    m = as_matrix(slice_to_ras, "slice_to_ras")
+    return float(np.linalg.solve(m[:3, :3], m[:3, 3])[2])
+
+
+def box_roi(box, origin_world, step_i, step_j) -> tuple[np.ndarray, np.ndarray]:
+    """(object-to-world 4x4, size) of a markups ROI that covers the pixels of `box` (i0, j0, i1, j1) on a frame.
+
+    origin_world: world position of pixel (0, 0) of the frame; step_i / step_j: world vectors of one pixel
+    along i / j. The ROI's edges lie on the pixel borders (half a pixel outside the corner centres), its X / Y
+    axes follow I / J, and it is one pixel thick, so it shows as a rectangle on the frame.
+    """
+    i0, j0, i1, j1 = box
+    origin, step_i, step_j = (np.asarray(v, dtype=float) for v in (origin_world, step_i, step_j))
+    x = step_i / np.linalg.norm(step_i)
+    y = step_j - np.dot(step_j, x) * x
+    pixel_j = np.linalg.norm(y)
+    y = y / pixel_j
+    matrix = np.eye(4)
+    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = x, y, np.cross(x, y)
+    matrix[:3, 3] = origin + (i0 + i1) / 2.0 * step_i + (j0 + j1) / 2.0 * step_j
+    pixel_i = np.linalg.norm(step_i)
+    size = np.array([(i1 - i0 + 1) * pixel_i, (j1 - j0 + 1) * pixel_j, min(pixel_i, pixel_j)])
+    return matrix, size
+
+
+def box_from_roi(object_to_world, size, world_to_ijk_matrix, frame_shape):
+    """(i0, j0, i1, j1) of the frame pixels whose centres a markups ROI covers (in-plane), clipped to the
+    frame; None when the ROI covers no pixel centre of it. Inverse of box_roi."""
+    half = np.asarray(size, dtype=float) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+    corners = apply(as_matrix(object_to_world, "object_to_world"), signs * half)
+    ijk = apply(world_to_ijk_matrix, corners)
+    rows, cols = frame_shape
+    # A pixel is in when its centre is: the ROI's edges are half a pixel outside the corner pixels' centres.
+    i0 = max(0, int(np.ceil(ijk[:, 0].min() - 1e-6)))
+    i1 = min(cols - 1, int(np.floor(ijk[:, 0].max() + 1e-6)))
+    j0 = max(0, int(np.ceil(ijk[:, 1].min() - 1e-6)))
+    j1 = min(rows - 1, int(np.floor(ijk[:, 1].max() + 1e-6)))
+    if i1 < i0 or j1 < j0:
+        return None
+    return (i0, j0, i1, j1)
 
 
 def frame_at_world(point_world, world_to_ijk_matrix, n_frames: int) -> int:

@@ -1,8 +1,10 @@
-"""Click prompts kept per segment and per frame.
+"""Click and box prompts kept per segment and per frame.
 
 A point is stored as in-frame voxel indices (i, j); the frame number is the key. For a
 stacked volume the frame is K, for a cine sequence it is the browser's item number; the
-server sees both as [i, j, frame] in the uploaded stack.
+server sees both as [i, j, frame] in the uploaded stack. A frame has at most one box
+(i0, j0, i1, j1), inclusive voxel corners, sent as the app's `roi` [x0, y0, x1, y1] with
+the frame as `slice` (SAM's decoder takes one box per prompt).
 """
 from __future__ import annotations
 
@@ -13,13 +15,33 @@ from dataclasses import dataclass, field
 class FramePrompts:
     positive: tuple = ()
     negative: tuple = ()
+    box: tuple | None = None  # (i0, j0, i1, j1), i0 <= i1 and j0 <= j1
 
     def __bool__(self):
-        return bool(self.positive or self.negative)
+        return bool(self.positive or self.negative or self.box)
+
+    @property
+    def segmentable(self) -> bool:
+        """A positive point or a box: something the model can segment (negatives alone cannot)."""
+        return bool(self.positive or self.box)
 
     def server_points(self, frame: int) -> tuple[list, list]:
         """foreground/background lists of [i, j, frame] as the app expects them."""
         return ([[i, j, frame] for i, j in self.positive], [[i, j, frame] for i, j in self.negative])
+
+
+def normalize_box(box) -> tuple | None:
+    """(i0, j0, i1, j1) with the corners sorted, or None; a box must cover at least 2 x 2 pixels."""
+    if box is None:
+        return None
+    if len(box) != 4:
+        raise ValueError(f"a box needs (i0, j0, i1, j1), got {box!r}")
+    i0, j0, i1, j1 = (int(round(float(v))) for v in box)
+    i0, i1 = sorted((i0, i1))
+    j0, j1 = sorted((j0, j1))
+    if i1 - i0 < 1 or j1 - j0 < 1:
+        raise ValueError(f"the box ({i0}, {j0}) - ({i1}, {j1}) is too small: draw it over the structure")
+    return (i0, j0, i1, j1)
 
 
 def _points(points) -> tuple:
@@ -38,11 +60,11 @@ class PromptStore:
     def get(self, segment_id: str, frame: int) -> FramePrompts:
         return self._data.get((segment_id, int(frame)), FramePrompts())
 
-    def set(self, segment_id: str, frame: int, positive=(), negative=()) -> FramePrompts:
-        """Replaces the points of one frame; returns what was there before."""
+    def set(self, segment_id: str, frame: int, positive=(), negative=(), box=None) -> FramePrompts:
+        """Replaces the points and the box of one frame; returns what was there before."""
         key = (segment_id, int(frame))
         before = self._data.get(key, FramePrompts())
-        new = FramePrompts(_points(positive), _points(negative))
+        new = FramePrompts(_points(positive), _points(negative), normalize_box(box))
         if new:
             self._data[key] = new
         else:
@@ -60,11 +82,14 @@ class PromptStore:
             del self._data[key]
 
     def to_json(self) -> dict:
-        """{segment: {frame: {"positive": [[i,j],...], "negative": [...]}}} (for saving in the scene)."""
+        """{segment: {frame: {"positive": [[i,j],...], "negative": [...], "box": [i0,j0,i1,j1]}}} (saved in
+        the scene; "box" only where the frame has one)."""
         out: dict = {}
         for (segment, frame), p in sorted(self._data.items()):
-            out.setdefault(segment, {})[str(frame)] = {"positive": [list(x) for x in p.positive],
-                                                      "negative": [list(x) for x in p.negative]}
+            entry = {"positive": [list(x) for x in p.positive], "negative": [list(x) for x in p.negative]}
+            if p.box is not None:
+                entry["box"] = list(p.box)
+            out.setdefault(segment, {})[str(frame)] = entry
         return out
 
     @classmethod
@@ -72,5 +97,5 @@ class PromptStore:
         store = cls()
         for segment, frames in (data or {}).items():
             for frame, p in frames.items():
-                store.set(segment, int(frame), p.get("positive", ()), p.get("negative", ()))
+                store.set(segment, int(frame), p.get("positive", ()), p.get("negative", ()), p.get("box"))
         return store

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .client import INTERACTIVE_MODEL, PROPAGATION_MODEL, ServerError
+from .models import with_model
 from .frames import check_frame, frame_from_result, merge_segments, non_empty_frames
 from .nifti import read_label
 from .nrrd import write_nrrd
@@ -35,9 +36,13 @@ class Job:
     params: dict = field(default_factory=dict)
     generation: int = 0
     payload: object = None    # submit: (label array, save params)
+    group: int | None = None  # propagate: the chunked propagation this request is a part of
 
     @property
     def description(self) -> str:
+        if self.kind == "propagate" and self.group is not None:
+            first, last = self.params["frames"]
+            return f"propagating from frame {self.frame} (frames {first}..{last})"
         return {"interactive": f"segmenting frame {self.frame}", "clear": f"clearing frame {self.frame}",
                 "propagate": f"propagating from frame {self.frame}",
                 "submit": "submitting labels"}[self.kind]
@@ -51,9 +56,13 @@ class JobResult:
 
 
 def interactive_params(prompts: FramePrompts, frame: int) -> dict:
+    """The app's params for one frame's prompts: clicks as [i, j, frame], the box as `roi` [x0, y0, x1, y1]."""
     foreground, background = prompts.server_points(frame)
-    return {"foreground": foreground, "background": background, "slice": int(frame),
-            "result_extension": RESULT_EXTENSION, "result_dtype": "uint8"}
+    params = {"foreground": foreground, "background": background, "slice": int(frame),
+              "result_extension": RESULT_EXTENSION, "result_dtype": "uint8"}
+    if prompts.box is not None:
+        params["roi"] = list(prompts.box)
+    return params
 
 
 def frame_range(frame: int, n_frames: int, count: int | None, direction: str) -> list[int]:
@@ -76,8 +85,12 @@ class InteractiveSession:
         self.client = client
         self.masks = masks
         self.uploader = uploader or ImageUploader(client)
-        self.model = model
-        self.propagate_model = propagate_model
+        self.model = model                      # infer task of clicks
+        self.propagate_model = propagate_model  # infer task of propagation
+        # The server's model choice (`model` param, e.g. "accurate" / "fast") per task; None: not sent.
+        self.model_choice: str | None = None
+        self.propagate_choice: str | None = None
+        self._groups: dict = {}  # chunked propagation id -> its one undo entry
         self.prompts = PromptStore()
         self.undo_stack = UndoStack(undo_depth)
         self.stack = None
@@ -95,51 +108,63 @@ class InteractiveSession:
         self.stack = stack
 
     # -- main thread: build jobs -------------------------------------------------------------
-    def set_points(self, segment_id: str, frame: int, positive, negative) -> Job | None:
-        """Records a frame's points; returns the job that recomputes its mask (None if unchanged)."""
+    def set_points(self, segment_id: str, frame: int, positive, negative, box=None) -> Job | None:
+        """Records a frame's points and box; returns the job that recomputes its mask (None if unchanged)."""
         frame = check_frame(frame, self.stack.n_frames)
         for i, j in list(positive) + list(negative):
             if not (0 <= i < self.stack.frame_shape[1] and 0 <= j < self.stack.frame_shape[0]):
                 raise ValueError(f"point ({i}, {j}) is outside the frame "
                                  f"({self.stack.frame_shape[1]} x {self.stack.frame_shape[0]} pixels)")
-        before = self.prompts.set(segment_id, frame, positive, negative)
+        if box is not None:
+            i0, j0, i1, j1 = box
+            rows, cols = self.stack.frame_shape
+            box = (max(0, min(i0, i1)), max(0, min(j0, j1)), min(cols - 1, max(i0, i1)), min(rows - 1, max(j0, j1)))
+        before = self.prompts.set(segment_id, frame, positive, negative, box)
         now = self.prompts.get(segment_id, frame)
         if now == before:
             return None
         key = (segment_id, frame)
         self._undo_base.setdefault(key, before)
         self._latest[key] = generation = next(self._counter)
-        if not now.positive:
-            # Without a positive point there is nothing to segment: clear the frame locally.
+        if not now.segmentable:
+            # Without a positive point or a box there is nothing to segment: clear the frame locally.
             return Job("clear", segment_id, frame, self.stack, generation=generation)
-        return Job("interactive", segment_id, frame, self.stack, interactive_params(now, frame), generation)
+        params = with_model(interactive_params(now, frame), self.model_choice)
+        return Job("interactive", segment_id, frame, self.stack, params, generation)
 
     def propagate(self, segment_id: str, frame: int, count: int | None = None, direction: str = "forward",
-                  min_area: int | None = None, min_score: float | None = None) -> Job:
-        """Job that runs the app's propagation from this frame's points over the next frames.
+                  min_area: int | None = None, min_score: float | None = None, window=None,
+                  group: int | None = None) -> Job:
+        """Job that runs the app's propagation from this frame's points (and box) over the next frames.
 
         Points the user placed on other frames of the range go along as extra seeds, so the
-        propagation follows the user's corrections; those frames keep their own masks.
+        propagation follows the user's corrections; those frames keep their own masks. `window`
+        ([first, last]) replaces the range of `count` / `direction`: one request of a chunked
+        propagation (chunks.py), whose results `apply` merges into one undo step per `group`.
         """
         frame = check_frame(frame, self.stack.n_frames)
         prompts = self.prompts.get(segment_id, frame)
-        if not prompts.positive:
-            raise ValueError(f"place at least one positive point on frame {frame} before propagating")
-        first, last = frame_range(frame, self.stack.n_frames, count, direction)
+        if not prompts.segmentable:
+            raise ValueError(f"place at least one positive point or a box on frame {frame} before propagating")
+        first, last = frame_range(frame, self.stack.n_frames, count, direction) if window is None else window
+        if not 0 <= first <= frame <= last < self.stack.n_frames:
+            raise ValueError(f"the propagation range {first}..{last} must contain frame {frame}")
         params = interactive_params(prompts, frame)
+        # The app takes one box per request (on `slice`); other frames' boxes cannot go along.
         for other in self.prompts.frames(segment_id):
             seed = self.prompts.get(segment_id, other)
             if other != frame and first <= other <= last and seed.positive:
                 foreground, background = seed.server_points(other)
                 params["foreground"] += foreground
                 params["background"] += background
-        params.update(frames=[first, last], direction=direction)
+        params.update(frames=[int(first), int(last)], direction=direction)
+        params = with_model(params, self.propagate_choice)
         # Stop criteria of the app: propagation ends where the mask gets smaller / less certain than this.
         if min_area is not None:
             params["min_area"] = int(min_area)
         if min_score is not None:
             params["min_score"] = float(min_score)
-        return Job("propagate", segment_id, frame, self.stack, params, next(self._counter))
+        return Job("propagate", segment_id, frame, self.stack, params, next(self._counter), group=group)
 
     def submit_labels(self, segments: list, only_labelled_frames: bool = True) -> Job:
         """Job that saves the segments as the image's final label; segments: [(segment_id, name)].
@@ -161,6 +186,10 @@ class InteractiveSession:
                   "labelled_frames": sorted(frames), "only_labelled_frames": bool(only_labelled_frames),
                   "client": "3D Slicer SAMUSSegment"}
         return Job("submit", segments[0][0], 0, self.stack, params, next(self._counter), payload=label)
+
+    def group_entry(self, group: int):
+        """The undo entry of a chunked propagation (None before its first answer)."""
+        return self._groups.get(group)
 
     def is_stale(self, job: Job) -> bool:
         """True when a newer click (or an undo) on the same frame made this job pointless."""
@@ -213,6 +242,8 @@ class InteractiveSession:
             targets = {f: m for f, m in result.masks.items() if f != job.frame and f not in own}
             before_prompts = {}
             description = f"propagation from frame {job.frame}"
+            if job.group is not None:
+                return self._apply_chunk(job, targets, own, description)
         entry = UndoEntry(description, job.segment_id)
         # One batch: the scene is read once and written once, however many frames the result has.
         with self.masks.batch():
@@ -223,6 +254,30 @@ class InteractiveSession:
         self.undo_stack.push(entry)
         return sorted(targets)
 
+    def _apply_chunk(self, job: Job, targets: dict, own: set, description: str) -> list[int]:
+        """One request of a chunked propagation: all its requests make one undo step.
+
+        Each request recomputes its whole window, so a frame an earlier request of this propagation
+        wrote but this one did not return (e.g. it now belongs to a seed whose chain stops before it)
+        goes back to its state before the propagation, as the one-shot result would leave it.
+        """
+        entry = self._groups.get(job.group)
+        if entry is None:
+            entry = self._groups[job.group] = UndoEntry(description, job.segment_id)
+            self.undo_stack.push(entry)
+        elif not self.undo_stack.contains(entry):
+            return []  # the propagation was undone (or fell off the history) meanwhile
+        first, last = job.params["frames"]
+        for f, packed in entry.masks_before.items():
+            if first <= f <= last and f not in targets and f != job.frame and f not in own:
+                targets[f] = packed.unpack()
+        with self.masks.batch():
+            new = [f for f in targets if f not in entry.masks_before]
+            for f, m in self.masks.read_frames(job.segment_id, new).items():
+                entry.masks_before[f] = PackedMask(m)
+            changed = self.masks.write_frames(job.segment_id, targets)
+        return sorted(changed)
+
     def undo(self) -> UndoEntry | None:
         """Reverts the last applied AI update (masks and points); None when there is nothing to undo."""
         entry = self.undo_stack.pop()
@@ -230,7 +285,7 @@ class InteractiveSession:
             return None
         self.masks.write_frames(entry.segment_id, {f: p.unpack() for f, p in entry.masks_before.items()})
         for frame, prompts in entry.prompts_before.items():
-            self.prompts.set(entry.segment_id, frame, prompts.positive, prompts.negative)
+            self.prompts.set(entry.segment_id, frame, prompts.positive, prompts.negative, prompts.box)
             key = (entry.segment_id, frame)
             self._latest[key] = next(self._counter)  # drop results still in flight for this frame
             self._undo_base.pop(key, None)

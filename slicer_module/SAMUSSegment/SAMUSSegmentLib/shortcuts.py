@@ -5,6 +5,7 @@ SHORTCUTS = {
     "previousFrame": ("[", "previous frame"),
     "positiveMode": ("Ctrl+1", "place positive points"),
     "negativeMode": ("Ctrl+2", "place negative points"),
+    "boxMode": ("Ctrl+3", "draw a box on this frame (two opposite corners)"),
     "propagate": ("Ctrl+Shift+P", "propagate the current mask over the next N frames"),
     "undo": ("Ctrl+Z", "undo the last AI update"),
 }

@@ -46,6 +46,9 @@ class UndoStack:
     def pop(self) -> UndoEntry | None:
         return self._entries.pop() if self._entries else None
 
+    def contains(self, entry: UndoEntry) -> bool:
+        return any(e is entry for e in self._entries)
+
     def peek(self) -> UndoEntry | None:
         return self._entries[-1] if self._entries else None
 

@@ -18,8 +18,10 @@ from SAMUSSegmentLib.frames import check_frame
 class VolumeSegmentLayer:
     """Frames are the K slices of segments in a segmentation that references the volume.
 
-    Only whole segments can be exported / imported (each adds and removes one temporary
-    labelmap node), which BatchedMasks does once per batch.
+    Only whole segments are exported / imported, which BatchedMasks does once per batch. Both go
+    straight through vtkOrientedImageData: slicer.util.updateSegmentBinaryLabelmapFromArray would
+    add a temporary labelmap node made from the reference volume (CreateAndAddLabelVolume) on
+    every import, and remove it again.
     """
 
     whole_segments = True
@@ -31,23 +33,25 @@ class VolumeSegmentLayer:
         self.frame_shape = tuple(frame_shape)
 
     def export(self, segmentId: str, frames) -> np.ndarray:
-        array = slicer.util.arrayFromSegmentBinaryLabelmap(self.node, segmentId, self.reference)
-        return array.reshape(self.n_frames, *self.frame_shape)[list(frames)]
+        volume = _readSegment(self.node, segmentId, self.reference, (self.n_frames, *self.frame_shape))
+        return volume[list(frames)]
 
     def import_(self, segmentId: str, frames, masks) -> None:
-        volume = np.zeros((self.n_frames, *self.frame_shape), np.uint8)
-        volume[list(frames)] = masks
-        slicer.util.updateSegmentBinaryLabelmapFromArray(volume, self.node, segmentId, self.reference)
+        volume = np.zeros((self.n_frames, *self.frame_shape), bool)
+        volume[list(frames)] = np.asarray(masks, bool)
+        _writeSegment(self.node, segmentId, self.reference, volume)
 
 
-def _readSegment(segmentationNode, segmentId: str, referenceVolume, frame_shape) -> np.ndarray:
-    """A segment as a bool [rows, cols] array in the geometry of a one-slice reference volume.
+def _readSegment(segmentationNode, segmentId: str, referenceVolume, shape) -> np.ndarray:
+    """A segment as a bool array of `shape` ([slices, rows, cols], or [rows, cols] for one slice)
+    in the geometry of the reference volume.
 
     Pure VTK (no temporary scene nodes), so it also works on the data nodes kept inside a
     sequence, which are not in the scene.
     """
+    shape = tuple(shape)
     if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-        return np.zeros(frame_shape, bool)  # an item created before the segment was added
+        return np.zeros(shape, bool)  # an item created before the segment was added
     ids = vtk.vtkStringArray()
     ids.InsertNextValue(segmentId)
     image = slicer.vtkOrientedImageData()
@@ -55,19 +59,21 @@ def _readSegment(segmentationNode, segmentId: str, referenceVolume, frame_shape)
         segmentationNode, referenceVolume, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, image)
     scalars = image.GetPointData().GetScalars() if image.GetPointData() else None
     if scalars is None:
-        return np.zeros(frame_shape, bool)
+        return np.zeros(shape, bool)
     dims = tuple(image.GetDimensions())
-    if dims != (frame_shape[1], frame_shape[0], 1):
-        raise ValueError(f"segment '{segmentId}' was exported with dimensions {dims}, "
-                         f"expected {(frame_shape[1], frame_shape[0], 1)}")
-    return vtk.util.numpy_support.vtk_to_numpy(scalars).reshape(frame_shape) > 0
+    slices, rows, cols = (1, *shape) if len(shape) == 2 else shape
+    if dims != (cols, rows, slices):
+        raise ValueError(f"segment '{segmentId}' was exported with dimensions {dims}, expected {(cols, rows, slices)}")
+    return vtk.util.numpy_support.vtk_to_numpy(scalars).reshape(shape) > 0
 
 
 def _writeSegment(segmentationNode, segmentId: str, referenceVolume, mask) -> None:
-    """Makes the segment exactly `mask` ([rows, cols] bool) in the reference volume's geometry."""
-    rows, cols = mask.shape
+    """Makes the segment exactly `mask` ([rows, cols] or [slices, rows, cols] bool) in the reference
+    volume's geometry."""
+    mask = np.asarray(mask, bool)
+    slices, rows, cols = (1, *mask.shape) if mask.ndim == 2 else mask.shape
     image = slicer.vtkOrientedImageData()
-    image.SetExtent(0, cols - 1, 0, rows - 1, 0, 0)
+    image.SetExtent(0, cols - 1, 0, rows - 1, 0, slices - 1)
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     ijkToRAS = vtk.vtkMatrix4x4()
     referenceVolume.GetIJKToRASMatrix(ijkToRAS)
@@ -76,6 +82,20 @@ def _writeSegment(segmentationNode, segmentId: str, referenceVolume, mask) -> No
     image.Modified()
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_REPLACE, image.GetExtent())
+
+
+def markItemsChanged(sequence) -> None:
+    """Tells the scene that items of `sequence` were changed in place.
+
+    Modified() alone is not enough: the Save dialog pre-selects (and shows as "Modified") only
+    nodes whose GetModifiedSinceRead() is true, which compares the storage node's stored time
+    with StorableModifiedTime, and only StorableModified() advances that (vtkMRMLStorableNode).
+    vtkMRMLSequenceNode's own item setters (UpdateDataNodeAtValue, SetDataNodeAtValue) do both;
+    writing into an item's data node does neither. Without it, propagated masks on frames other
+    than the shown one were silently left out of the next save.
+    """
+    sequence.StorableModified()
+    sequence.Modified()
 
 
 class SequenceSegmentLayer:
@@ -145,17 +165,21 @@ class SequenceSegmentLayer:
         self.rememberSegment(segmentId)
         for frame in range(self.n_frames):
             self._ensureSegment(self._item(frame)[0], segmentId)
-        self.sequence.Modified()
+        markItemsChanged(self.sequence)
 
     def export(self, segmentId: str, frames) -> np.ndarray:
-        return np.stack([_readSegment(*self._item(f), self.frame_shape) for f in frames])
+        masks = []
+        for frame in frames:
+            node, reference = self._item(frame)
+            masks.append(_readSegment(node, segmentId, reference, self.frame_shape))
+        return np.stack(masks)
 
     def import_(self, segmentId: str, frames, masks) -> None:
         for frame, mask in zip(frames, masks):
             node, reference = self._item(frame)
             self._ensureSegment(node, segmentId)
             _writeSegment(node, segmentId, reference, np.asarray(mask, bool))
-        self.sequence.Modified()  # items changed in place: the scene must save the sequence again
+        markItemsChanged(self.sequence)  # items changed in place: the scene must save the sequence again
 
 
 def maskStoreFor(frames, segmentationNode) -> BatchedMasks:

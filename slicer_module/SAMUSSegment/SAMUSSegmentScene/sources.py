@@ -9,10 +9,19 @@ import vtk.util.numpy_support
 from SAMUSSegmentLib import geometry
 from SAMUSSegmentLib.frames import array_from_scalars, check_frame, to_grayscale
 from SAMUSSegmentLib.upload import FrameStack
+from SAMUSSegmentLib.video import decode_stream, fill_stack
 
 
 def numpyMatrix(vtkMatrix) -> np.ndarray:
     return np.array([[vtkMatrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def vtkMatrix(array) -> "vtk.vtkMatrix4x4":
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r][c]))
+    return m
 
 
 def ijkToRAS(volumeNode) -> np.ndarray:
@@ -34,6 +43,26 @@ def localToWorld(node):
     return numpyMatrix(m)
 
 
+def _codecMissing(volumeNode) -> ValueError:
+    return ValueError(f"the compressed video frames of '{volumeNode.GetName()}' cannot be decoded (codec "
+                      f"'{volumeNode.GetCodecFourCC()}' is not available). Install the Slicer extension that "
+                      "provides the codec (SlicerIGSIO for VP9 recordings) and restart, or convert the recording "
+                      "to an uncompressed volume sequence.")
+
+
+def imageArray(image, name: str = "image") -> np.ndarray:
+    """A vtkImageData's voxels as [k, j, i] or [k, j, i, components] (a view, not a copy)."""
+    scalars = image.GetPointData().GetScalars() if image is not None and image.GetPointData() else None
+    if scalars is None:
+        raise ValueError(f"volume '{name}' has no voxels")
+    return array_from_scalars(vtk.util.numpy_support.vtk_to_numpy(scalars), image.GetDimensions(),
+                              scalars.GetNumberOfComponents())
+
+
+def isVideo(volumeNode) -> bool:
+    return volumeNode.IsA("vtkMRMLStreamingVolumeNode") and volumeNode.GetFrame() is not None
+
+
 def voxelArray(volumeNode) -> np.ndarray:
     """Voxels as [k, j, i] or [k, j, i, components], read from the node's image data.
 
@@ -41,19 +70,10 @@ def voxelArray(volumeNode) -> np.ndarray:
     SlicerIGT recordings) as an "unsupported volume type"; such a node decodes its frame into its image
     data, so reading the image data serves scalar, vector and streaming volumes alike.
     """
-    name = volumeNode.GetName()
-    if volumeNode.IsA("vtkMRMLStreamingVolumeNode") and volumeNode.GetFrame() is not None:
+    if isVideo(volumeNode):
         if volumeNode.GetCodec() is None or not volumeNode.DecodeFrame():
-            raise ValueError(f"the compressed video frames of '{name}' cannot be decoded (codec "
-                             f"'{volumeNode.GetCodecFourCC()}' is not available). Install the Slicer extension "
-                             "that provides the codec (SlicerIGSIO for VP9 recordings) and restart, or convert "
-                             "the recording to an uncompressed volume sequence.")
-    image = volumeNode.GetImageData()
-    scalars = image.GetPointData().GetScalars() if image is not None and image.GetPointData() else None
-    if scalars is None:
-        raise ValueError(f"volume '{name}' has no voxels")
-    return array_from_scalars(vtk.util.numpy_support.vtk_to_numpy(scalars), image.GetDimensions(),
-                              scalars.GetNumberOfComponents())
+            raise _codecMissing(volumeNode)
+    return imageArray(volumeNode.GetImageData(), volumeNode.GetName())
 
 
 def grayArray(volumeNode) -> np.ndarray:
@@ -112,19 +132,21 @@ class _FrameSource:
         return self._stack
 
     def _showPlane(self, k: int, align: bool) -> None:
-        """Puts slice k of the geometry volume in the view, upright: row 0 at the top, column 0 on the left."""
+        """Puts slice k of the geometry volume in the view, upright (row 0 at the top, column 0 on
+        the left), with the slice offset growing with the frame index (see geometry.frame_slice_to_ras)."""
         node = sliceNode(self.viewName)
         if node is None:
             return
-        normal, transverse, centre = geometry.frame_plane(self.ijkToWorld(), self.dims, k)
-        current = numpyMatrix(node.GetSliceToRAS())[:3, :3]
-        if align or not np.allclose(current, geometry.view_axes(normal, transverse), atol=1e-3):
+        wanted = geometry.frame_slice_to_ras(self.ijkToWorld(), self.dims, k)
+        current = numpyMatrix(node.GetSliceToRAS())
+        if align or not np.allclose(current[:3, :3], wanted[:3, :3], atol=1e-3):
             # Turned only when needed, so the user's zoom and pan survive frame changes.
-            node.SetSliceToRASByNTP(*normal, *transverse, *centre, 0)
+            node.GetSliceToRAS().DeepCopy(vtkMatrix(wanted))
+            node.UpdateMatrices()
             layoutManager = slicer.app.layoutManager()
             if layoutManager is not None and layoutManager.sliceWidget(self.viewName) is not None:
                 layoutManager.sliceWidget(self.viewName).sliceLogic().FitSliceToAll()
-        node.JumpSliceByOffsetting(*centre)
+        node.JumpSliceByOffsetting(*wanted[:3, 3])
 
     def _geometryKey(self) -> tuple:
         return tuple(np.round(self.ijkToWorld(), 6).ravel())
@@ -214,14 +236,23 @@ class SequenceFrames(_FrameSource):
         return node if node is not None else self.volumeSequence.GetNthDataNode(frame)
 
     def _stackArray(self) -> np.ndarray:
-        frames = []
-        for f in range(self.n_frames):
-            array = grayArray(self.dataNode(f))
-            if array.shape != (1, *self.frame_shape):
-                raise ValueError(f"frame {f} of '{self.browser.GetName()}' has shape {array.shape[::-1]}, "
-                                 f"unlike the proxy's {self.dims}; all frames must have the same size")
-            frames.append(array[0])
-        return np.stack(frames)
+        nodes = [self.dataNode(f) for f in range(self.n_frames)]
+        if all(isVideo(node) for node in nodes):
+            # One codec for the whole stream, frames in order: each frame is decoded once (see video.py).
+            codec = nodes[0].GetCodec()
+            if codec is None:
+                raise _codecMissing(nodes[0])
+            return decode_stream([node.GetFrame() for node in nodes], codec, vtk.vtkImageData(), imageArray,
+                                 self.frame_shape)
+
+        def read(f):
+            array = grayArray(nodes[f])
+            if array.shape[0] != 1:
+                raise ValueError(f"frame {f} of '{self.browser.GetName()}' has {array.shape[0]} slices; "
+                                 "a cine needs 2D frames")
+            return array[0]
+
+        return fill_stack(self.n_frames, self.frame_shape, read)
 
     def observedNode(self):
         return self.browser
