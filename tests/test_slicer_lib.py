@@ -453,13 +453,13 @@ def test_a_box_goes_with_the_frames_clicks_as_roi_and_is_undone_with_them():
     # A box alone segments (MedSAM-style); its corners are sorted and clipped to the frame.
     job = session.set_points("s", 1, [], [], box=(8, 7, 2, 1))
     assert job.kind == "interactive" and job.params["roi"] == [2, 1, 8, 7] and job.params["slice"] == 1
-    assert job.params["foreground"] == [] and "model" not in job.params  # no choice offered: no `model` param
+    assert job.params["foreground"] == [] and "variant" not in job.params  # no choice offered: no `variant` param
     session.apply(JobResult(job, {1: mask}))
     # Clicks refine it: the box goes along with them.
     session.model_choice = "accurate"
     job = session.set_points("s", 1, [(4, 3)], [(9, 8)], box=(2, 1, 8, 30))
     assert job.params["roi"] == [2, 1, 8, 9] and job.params["foreground"] == [[4, 3, 1]]
-    assert job.params["background"] == [[9, 8, 1]] and job.params["model"] == "accurate"
+    assert job.params["background"] == [[9, 8, 1]] and job.params["variant"] == "accurate"
     session.apply(JobResult(job, {1: ~mask}))
     assert session.prompts.get("s", 1).box == (2, 1, 8, 9)
     # Undo brings back the box-only prompt and its mask, then nothing.
@@ -480,27 +480,27 @@ def test_a_box_goes_with_the_frames_clicks_as_roi_and_is_undone_with_them():
     # The propagation request carries the clicked frame's box as roi on its slice, and the propagation model.
     session.propagate_choice = "fast"
     job = session.propagate("s", 0, count=2)
-    assert job.params["roi"] == [0, 0, 4, 4] and job.params["slice"] == 0 and job.params["model"] == "fast"
+    assert job.params["roi"] == [0, 0, 4, 4] and job.params["slice"] == 0 and job.params["variant"] == "fast"
 
 
 def test_model_choices_come_from_info_and_the_remembered_one_wins_when_offered():
     from SAMUSSegmentLib.models import choose, model_choices, propagation_hint, with_model
 
-    info = {"models": {"samus": {"type": "deepgrow", "config": {"model": ["accurate", "fast"]}},
-                       "samus_propagate": {"type": "deepgrow", "config": {"model": ["fast", "accurate"],
+    info = {"models": {"samus": {"type": "deepgrow", "config": {"variant": ["accurate", "fast"]}},
+                       "samus_propagate": {"type": "deepgrow", "config": {"variant": ["fast", "accurate"],
                                                                           "direction": ["both"]}}}}
     assert model_choices(info, "samus") == ["accurate", "fast"]
     assert model_choices(info, "samus_propagate") == ["fast", "accurate"]  # the server's default first
     old = {"models": {"samus": {"type": "deepgrow", "config": {"direction": []}}, "samus_propagate": {}}}
     assert model_choices(old, "samus") == [] and model_choices(old, "samus_propagate") == []
-    assert model_choices({"models": {"samus": {"config": {"model": "fast"}}}}, "samus") == ["fast"]
+    assert model_choices({"models": {"samus": {"config": {"variant": "fast"}}}}, "samus") == ["fast"]
     assert model_choices({}, "samus") == [] and model_choices({"models": {"samus": None}}, "samus") == []
     assert choose(["accurate", "fast"], None) == "accurate"
     assert choose(["accurate", "fast"], "fast") == "fast"  # remembered in the settings
     assert choose(["accurate", "fast"], "huge") == "accurate"  # no longer offered: the server's default
     assert choose([], "fast") is None
-    assert with_model({"a": 1}, "fast") == {"a": 1, "model": "fast"}
-    assert with_model({"a": 1, "model": "x"}, None) == {"a": 1}  # an older server gets no `model`
+    assert with_model({"a": 1}, "fast") == {"a": 1, "variant": "fast"}
+    assert with_model({"a": 1, "variant": "x"}, None) == {"a": 1}  # an older server gets no `variant`
     assert "'fast' is suggested" in propagation_hint("accurate", ["accurate", "fast"], 300)
     assert propagation_hint("fast", ["accurate", "fast"], 300) == ""
     assert propagation_hint("accurate", ["accurate", "fast"], 10) == ""

@@ -11,8 +11,8 @@ from SAMUSSegmentLib.session import InteractiveSession, JobResult
 from SAMUSSegmentLib.upload import FrameStack
 from test_slicer_chunks import N, Predictor, cine, one_shot, prompt, serve
 
-INFO = {"models": {"samus": {"type": "deepgrow", "config": {"model": ["accurate", "fast"]}},
-                   "samus_propagate": {"type": "deepgrow", "config": {"model": ["fast", "accurate"]}}}}
+INFO = {"models": {"samus": {"type": "deepgrow", "config": {"variant": ["accurate", "fast"]}},
+                   "samus_propagate": {"type": "deepgrow", "config": {"variant": ["fast", "accurate"]}}}}
 
 
 class Frames:
@@ -75,7 +75,7 @@ def test_the_module_propagates_chunk_by_chunk_and_ends_with_the_one_shot_masks()
         finally:
             logic.runner.shutdown()
     assert [r["frames"] for r in requests] == [[3, 8], [3, 13], [3, 18], [3, 21]]
-    assert all(r["model"] == "fast" for r in requests)  # the propagation model goes with every chunk
+    assert all(r["variant"] == "fast" for r in requests)  # the propagation model goes with every chunk
     assert run.finished and not logic.propagating
     expected = one_shot(frames, predictor, [(3, [(17, 20)], None)], 18, "forward")
     np.testing.assert_array_equal(logic.session.masks.segment_volume("s"), expected)
@@ -132,7 +132,7 @@ def test_model_choices_come_from_info_and_are_remembered():
         assert (session.model_choice, session.propagate_choice) == ("fast", "fast")
         logic.setModelChoice("accurate")
         assert Settings.store["SAMUSSegment/ClickModel"] == "accurate" and session.model_choice == "accurate"
-        assert session.set_points("s", 1, [(1, 1)], []).params["model"] == "accurate"
+        assert session.set_points("s", 1, [(1, 1)], []).params["variant"] == "accurate"
         try:
             logic.setPropagateChoice("huge")
             raise AssertionError("an unknown choice must be refused")
@@ -141,7 +141,7 @@ def test_model_choices_come_from_info_and_are_remembered():
         # An older server without choices: no selector, and no `model` param in requests.
         logic._useClient(object(), {"models": {"samus": {"type": "deepgrow", "config": {}}}})
         assert logic.modelChoices == [] and logic.modelChoice is None and session.model_choice is None
-        assert "model" not in session.set_points("s", 2, [(1, 1)], []).params
+        assert "variant" not in session.set_points("s", 2, [(1, 1)], []).params
         widget = module.SAMUSSegmentWidget()
         widget.logic = logic
         from unittest import mock

@@ -1,14 +1,15 @@
 """The server's model choices ("accurate", "fast", ...) as offered in GET /info, and which one to use.
 
 MONAI Label shows an infer task's options in `info["models"][task]["config"]`; the SAMUS app lists the
-model choices of a task there under "model", its default for that task first (e.g. clicks
-["accurate", "fast"], propagation ["fast", "accurate"]). A request picks one with the `model` param; a
-request without it gets the default. Servers from before the choice existed have no "model" key: then
-the module hides its selector and sends no `model` param, so it keeps working with them.
+model choices of a task there under "variant", its default for that task first (e.g. clicks
+["accurate", "fast"], propagation ["fast", "accurate"]). A request picks one with the `variant` param
+(`model` is MONAI Label's own name for the infer task); a request without it gets the default. Servers
+from before the choice existed have no "variant" key: then the module hides its selector and sends no
+`variant` param, so it keeps working with them.
 """
 from __future__ import annotations
 
-MODEL_PARAM = "model"
+MODEL_PARAM = "variant"
 # Rough seconds per frame of each choice on the server's first pass over a frame (encoder + decoder),
 # only to tell the user what a long propagation with the accurate model would cost (README, app section).
 SECONDS_PER_FRAME = {"accurate": 0.7, "fast": 0.06}

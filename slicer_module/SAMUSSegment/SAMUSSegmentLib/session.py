@@ -87,7 +87,7 @@ class InteractiveSession:
         self.uploader = uploader or ImageUploader(client)
         self.model = model                      # infer task of clicks
         self.propagate_model = propagate_model  # infer task of propagation
-        # The server's model choice (`model` param, e.g. "accurate" / "fast") per task; None: not sent.
+        # The server's model choice (`variant` param, e.g. "accurate" / "fast") per task; None: not sent.
         self.model_choice: str | None = None
         self.propagate_choice: str | None = None
         self._groups: dict = {}  # chunked propagation id -> its one undo entry
