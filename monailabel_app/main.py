@@ -99,7 +99,7 @@ class SamusApp(MONAILabelApp):
             try:
                 service.get()
             except Exception as e:
-                print(f"\nSAMUS app: cannot load the {service.name} model {service.current_file()}: {e}\n",
+                print(f"\nSAMUS app: cannot load the model {service.current_file()} (served as {service.name}): {e}\n",
                       file=sys.stderr, flush=True)
                 raise SystemExit(2) from None
         from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now

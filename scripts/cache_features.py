@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--views", nargs="+", default=["orig"])
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each split")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     dtype = torch.float32 if args.precision == "fp32" else torch.bfloat16
     for split in args.splits:
         for root in args.data:
-            items = list({str(it["image"]): it for it in load_items(root, split)}.values())
+            items = list({str(it["image"]): it for it in load_items(root, split)}.values())[: args.limit]
             t0 = time.time()
             n = cache.fill(items, args.views, batch_size=1, dtype=dtype,
                            progress=lambda d, t: print(f"\r{root} {split}: {d}/{t}", end="", flush=True))

@@ -98,8 +98,9 @@ def test_frame_motion_measures_the_shift_around_the_object():
 
 def test_propagation_follows_an_object_that_moves_farther_than_its_size(one_thread):
     # The previous frame's mask does not overlap the object on the next frame: only tracking the motion
-    # keeps the clicks on it. The bundled model follows clicks on dark round objects (test_click_following).
-    predictor = samus.SamusPredictor(samus.load_default_model())
+    # keeps the clicks on it. The bundled models follow clicks on dark round objects (test_click_following);
+    # the fast one is the app's default for propagation.
+    predictor = samus.SamusPredictor(samus.load_default_model(model="fast"))
     cine, truth = _moving_disk()
     prompt = {0: FramePrompt(np.array([[60.0, 120.0]]), np.array([1]))}
     dice = {}

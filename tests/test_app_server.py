@@ -80,6 +80,46 @@ def test_info_lists_tasks_and_strategies(client):
     assert info["datastore"]["total"] == len(IMAGES) + 1
 
 
+def test_info_offers_both_bundled_models(client):
+    info = client.info()
+    # MONAI Label's way of offering a choice: a list in the task's config, the default first
+    assert info["models"]["samus"]["config"]["variant"] == ["accurate", "fast"]
+    assert info["models"]["samus_propagate"]["config"]["variant"] == ["fast", "accurate"]
+    assert set(info["models"]["samus"]["variants"]) == {"accurate", "fast"}
+    assert {"samus", "samus_fast"} <= set(info["trainers"])  # each served model can be fine-tuned
+
+
+@pytest.mark.parametrize("variant", ["accurate", "fast"])
+def test_each_model_follows_clicks_and_boxes_through_the_server(client, bundled_model, variant):
+    from samus.prompts import tight_box
+
+    click_scores, box_scores = [], []
+    for name in IMAGES:
+        _, mask = load_busi(name)
+        x, y = click_xy(mask)
+        result, params = client.infer("samus", name, {"foreground": [[x, y]], "variant": variant})
+        assert params["variant"] == variant
+        click_scores.append(dice(np.asarray(Image.open(result)), mask))
+        x1, y1, x2, y2 = (int(v) for v in tight_box(mask))
+        result, params = client.infer("samus", name, {"roi": [x1, y1, x2, y2], "variant": variant})
+        box_scores.append(dice(np.asarray(Image.open(result)), mask))
+        # box + a click: the answer for the box with the click added is refined from the box alone
+        _, both = client.infer("samus", name, {"roi": [x1, y1, x2, y2], "foreground": [[x, y]], "variant": variant})
+        assert both["refined"] is True
+    assert np.mean(click_scores) >= CLICK_DICE, click_scores
+    assert np.mean(box_scores) >= CLICK_DICE, box_scores
+
+
+def test_the_models_keep_their_own_embeddings(client):
+    _, mask = load_busi("benign_13")
+    x, y = click_xy(mask)
+    _, fast = client.infer("samus", "benign_13", {"foreground": [[x, y]], "variant": "fast"})
+    _, accurate = client.infer("samus", "benign_13", {"foreground": [[x, y]], "variant": "accurate"})
+    _, default = client.infer("samus", "benign_13", {"foreground": [[x, y]], "background": [[3, 3]]})
+    assert fast["model_version"] != accurate["model_version"]
+    assert default["variant"] == "accurate" and default["cache_hit"] is True  # the accurate model's own entry
+
+
 def test_click_on_busi_images_matches_ground_truth(client, bundled_model):
     scores = []
     for name in IMAGES:
@@ -299,6 +339,9 @@ BAD_INFER = [
     ("bad result dtype", "samus", "benign_3", {"foreground": [[50, 50]], "result_dtype": "complex"}, 400, "result_dtype"),
     ("bad roi", "samus", "benign_3", {"roi": [1, 2, 3]}, 400, "roi"),
     ("refine not a boolean", "samus", "benign_3", {"foreground": [[50, 50]], "refine": "yes"}, 400, "refine"),
+    ("unknown variant", "samus", "benign_3", {"foreground": [[50, 50]], "variant": "huge"}, 400, "variant must be one of"),
+    ("variant not a string", "samus", "benign_3", {"foreground": [[50, 50]], "variant": ["fast"]}, 400, "variant"),
+    ("propagation variant", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "variant": "x"}, 400, "variant"),
     ("bad direction", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "direction": "sideways"}, 400, "direction"),
     ("bad frame range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [20, 5]}, 400, "frames"),
     ("seed outside range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20]}, 400, "outside"),

@@ -177,3 +177,37 @@ def test_multi_gpu_path_runs_workers_through_monailabel(tiny_checkpoint, tmp_pat
     assert published.config_name == "tiny"
     original = samus.read_checkpoint(tiny_checkpoint).state_dict
     assert any(not torch.equal(v, original[k]) for k, v in published.state_dict.items())
+
+
+def test_trainer_fine_tunes_the_foundation_model_on_cached_features(tmp_path):
+    """The accurate model's trainer: frozen trunk, heads trained on cached trunk features, published in our
+    format without the trunk, and the cache kept for the next run."""
+    sys.path.insert(0, str(APP_DIR))
+    from lib.app_conf import parse_conf
+    from lib.model_service import ModelService
+    from lib.trainers.samus import SamusTrainTask
+    import samus
+
+    base = samus.save_checkpoint(tmp_path / "lite.pt", samus.build_lite_medsam(), {"source": "tests"})
+    service = ModelService(parse_conf({"checkpoint": str(base), "device": "cpu", "threads": "1"}), str(tmp_path))
+    task = SamusTrainTask(str(tmp_path), service)
+    names = ("benign_3", "malignant_2", "benign_6")
+
+    class Store:
+        def datalist(self):
+            return [{"image": str(SAMPLES / "images" / f"{n}.png"), "label": str(SAMPLES / "masks" / f"{n}.png")}
+                    for n in names]
+
+    opts, pairs = task.prepare({"max_epochs": 1, "val_split": 0.3, "train_batch_size": 2, "device": "cpu"}, Store())
+    assert opts["arch"] == "lite_medsam" and opts["mode"] == "full"
+    stats = task.run(opts, pairs)
+    assert stats["status"] == "DONE", stats
+    published = samus.read_checkpoint(service.publish_path)
+    assert published.arch == "lite_medsam" and published.base is not None
+    assert not any(k.startswith("image_encoder.trunk.") for k in published.state_dict)
+    original = samus.read_checkpoint(base).state_dict
+    assert any(not torch.equal(v, original[k]) for k, v in published.state_dict.items())
+    cached = list((tmp_path / "feature_cache").rglob("*.npy"))
+    assert len(cached) == len(names)  # one entry per submitted image, reused by the next run
+    served = service.get()  # the service swaps the published weights in
+    assert served.path == service.publish_path and served.predictor.model.arch == "lite_medsam"

@@ -1,4 +1,4 @@
-"""The bundled model segments what is clicked, not what it learned to look for.
+"""The bundled models segment what is clicked, not what they learned to look for.
 
 Synthetic speckled scenes with two separate objects: a dark round one (a vessel, a cyst) beside a larger one
 that is bright or also dark. The model bundled before the click-trained one returned the dark object for a
@@ -29,10 +29,11 @@ def dice(a, b) -> float:
     return 2.0 * (a & b).sum() / (a.sum() + b.sum())
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    assert samus.DEFAULT_CHECKPOINT.is_file(), f"the bundled model {samus.DEFAULT_CHECKPOINT} is missing"
-    return SamusPredictor(samus.build_samus(None, checkpoint=samus.DEFAULT_CHECKPOINT).eval())
+@pytest.fixture(scope="module", params=["accurate", "fast"])
+def predictor(request):
+    path = samus.BUNDLED_MODELS[request.param]
+    assert path.is_file(), f"the bundled {request.param} model {path} is missing"
+    return SamusPredictor(samus.load_default_model(model=request.param))
 
 
 @pytest.mark.parametrize("levels", [(0.05, 0.75), (0.08, 0.10)], ids=["dark beside bright", "dark beside dark"])

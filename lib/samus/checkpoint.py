@@ -83,7 +83,7 @@ def read_checkpoint(path) -> Checkpoint:
                           LITE_MEDSAM_CONFIGS["lite_medsam"], arch="lite_medsam")
     if _SAM_MARKER in sd:
         return Checkpoint(path, "sam", sd)
-    raise CheckpointError(f"checkpoint {path} is neither a SAMUS, SAM nor LiteMedSAM state dict "
+    raise CheckpointError(f"checkpoint {path} is neither a SAMUS nor a SAM (nor a LiteMedSAM) state dict "
                           f"(first keys: {list(sd)[:5]})")
 
 

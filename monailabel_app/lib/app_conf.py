@@ -159,12 +159,12 @@ def _sam2(v: str) -> bool:
 
 # key -> (parser, what is accepted, default)
 KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
-    "models": (_models, "comma-separated served models from accurate, fast, custom (the first is the default "
-               "for clicks; custom = --conf checkpoint); default accurate,fast, or custom with a checkpoint", None),
-    "propagation_model": (_model_name, "a served model (default: fast when served, else the first)", None),
     "checkpoint": (_checkpoint, "path to an official SAMUS .pth, a SAM ViT-B .pth, LiteMedSAM's lite_medsam.pth "
                    "or a samus checkpoint (served as the `custom` model)", None),
     "config": (_config, f"one of {', '.join(CONFIGS)}", None),
+    "models": (_models, "comma-separated served models from accurate, fast, custom (the first is the default "
+               "for clicks; custom = --conf checkpoint); default accurate,fast, or custom with a checkpoint", None),
+    "propagation_model": (_model_name, "a served model (default: fast when served, else the first)", None),
     "device": (_device, "auto, cpu, cuda or cuda:N", "auto"),
     "precision": (_precision, f"auto or one of {', '.join(PRECISIONS)}", "auto"),
     "cache_size": (_int_at_least(0), "an integer >= 0 (image embeddings kept in memory)", "64"),

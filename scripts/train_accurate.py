@@ -1,0 +1,58 @@
+"""The recipe of the bundled accurate model (weights/MODEL_CARD.md): SAMUS heads (and optionally SAMUS's
+additions) on the frozen LiteMedSAM trunk, trained on its cached features with simulated clicks and boxes,
+on the train splits of BUSI, HC18 (its first --hc18-images images: fetal heads are easy and plentiful) and
+usgra; validation on all three val splits. Resumable with --resume OUT/last.pt.
+
+    python scripts/train_accurate.py --config lite_medsam --out runs/accurate_b --data ../shared/data
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from samus.data import load_items
+from samus.train import TrainConfig, train
+
+WEIGHTS = {"busi": 1.0, "hc18": 0.7, "usgra": 1.5}
+
+
+def items(root: Path, split: str, limit=None):
+    out = []
+    for name in WEIGHTS:
+        its = load_items(root / name, split)
+        if limit and name == "hc18":
+            keep = list(dict.fromkeys(str(it["image"]) for it in its))[:limit]
+            its = [it for it in its if str(it["image"]) in set(keep)]
+        out += [dict(it, dataset=name) for it in its]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="folder holding busi/, hc18/ and usgra/")
+    p.add_argument("--config", default="lite_medsam", choices=("lite_medsam", "lite_medsam_samus"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache", default=".cache/features")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--samples-per-epoch", type=int, default=400)
+    p.add_argument("--hc18-images", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(
+        arch="lite_medsam", config=args.config, mode="full", lr=args.lr, lr_schedule="cosine", batch_size=8,
+        epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, bf16=True, threads=args.threads,
+        feature_cache=args.cache, views=("orig",), out_dir=args.out, resume=args.resume, prompts="interactive",
+        max_rounds=2, mask_prob=0.7, box_prob=0.3, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
+        data_weights=WEIGHTS, progress_bar=False, tensorboard=False,
+        data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra",
+    )
+    result = train(cfg, items(args.data, "train", args.hc18_images), items(args.data, "val"))
+    print({k: result[k] for k in ("best", "last", "best_dice", "epochs_done")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
