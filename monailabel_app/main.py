@@ -28,12 +28,16 @@ from lib import request_guard
 from lib.activelearning.diversity import Diversity
 from lib.app_conf import ConfError, parse_conf
 from lib.datastore import CheckedDatastore, discard_temp
+from lib.encode_ahead import EncodeAhead
 from lib.errors import bad_request, not_found
 from lib.image_access import UPLOAD_KEY, ImageAccess, is_temp_file
 from lib.image_io import DecodedImages
+from lib.job_routes import add_job_routes
 from lib.infers.samus import SamusInfer
 from lib.infers.samus_propagate import SamusPropagate
 from lib.model_service import ModelService
+from lib.scheduler import Scheduler
+from lib.threaded_routes import run_in_threads
 from lib.trainers.samus import SamusTrainTask, TrainRequestError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ class SamusApp(MONAILabelApp):
         torch.set_num_threads(self.app_conf.threads)
         self.model_dir = model_dir
         self.decoded = DecodedImages()
+        sharing = self.app_conf.sharing
+        self.scheduler = Scheduler(max_batch_jobs=sharing.max_long_jobs)
+        self.encode_ahead = EncodeAhead(self.scheduler, self.decoded, sharing.encode_ahead)
         self.access = ImageAccess(studies)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="SAMUS",
                          description="SAMUS point-prompted ultrasound segmentation", version="1.0")
@@ -74,7 +81,11 @@ class SamusApp(MONAILabelApp):
 
     def init_infers(self) -> Dict[str, InferTask]:
         args = (self.service, self.access, self.decoded, self.app_conf.limits)
-        return {"samus": SamusInfer(*args, refine=self.app_conf.refine), "samus_propagate": SamusPropagate(*args)}
+        infers = {"samus": SamusInfer(*args, refine=self.app_conf.refine), "samus_propagate": SamusPropagate(*args)}
+        for task in infers.values():
+            task.scheduler, task.encode_ahead = self.scheduler, self.encode_ahead
+        infers["samus_propagate"].batch_frames = self.app_conf.sharing.batch_frames
+        return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         if self.app_conf.skip_trainers:
@@ -83,7 +94,7 @@ class SamusApp(MONAILabelApp):
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First(),
-                "diversity": Diversity(self.service, self.decoded, self.app_conf.limits)}
+                "diversity": Diversity(self.service, self.decoded, self.app_conf.limits, self.scheduler)}
 
     def on_init_complete(self):
         # Load (and warm up) the model before the first click; only the server calls this, not the train
@@ -97,6 +108,12 @@ class SamusApp(MONAILabelApp):
         from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now
 
         request_guard.install(server.app, self.app_conf.limits, self)
+        # Model work leaves the event loop, so a click is read and scheduled while another user propagates.
+        run_in_threads(server.app, [("POST", "/infer/{model}"), ("POST", "/activelearning/{strategy}")])
+        add_job_routes(server.app, self.scheduler)
+        if settings.MONAI_LABEL_INFER_CONCURRENCY >= 0:
+            logger.warning("MONAI_LABEL_INFER_CONCURRENCY is set: MONAI Label's own pool then runs at most that "
+                           "many infer requests at once, and a click can wait there behind whole propagations")
         super().on_init_complete()
 
     # ------------------------------------------------------------------------------------------- entry points

@@ -301,7 +301,7 @@ BAD_INFER = [
     ("refine not a boolean", "samus", "benign_3", {"foreground": [[50, 50]], "refine": "yes"}, 400, "refine"),
     ("bad direction", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "direction": "sideways"}, 400, "direction"),
     ("bad frame range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [20, 5]}, 400, "frames"),
-    ("seed outside range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20]}, 400, "outside"),
+    ("job id", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20], "job": "../x"}, 400, "job"),
     ("propagation without clicks", "samus_propagate", CINE, {}, 400, "no clicks"),
 ]
 

@@ -284,6 +284,9 @@ class RequestGuard:
                 await self._read(scope, receive, spool, parsed)
                 for name, value in parsed.fields:
                     if name in ("params", "info", "wsi"):
+                        if not value.strip():  # MONAI Label would json.loads whitespace (500) or read "" as {}
+                            raise bad_request(f"form field {name!r} is empty; send a JSON object such as {{}} "
+                                              "or leave the field out")
                         parsed.json_fields[name] = check_json(value, f"form field {name!r}", self.limits.params_bytes)
                 if route and route[1]:
                     route[1](parsed, *route[2])

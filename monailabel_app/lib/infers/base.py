@@ -16,6 +16,9 @@ LABELS = ["object"]  # SAMUS segments whatever is clicked: one binary label
 
 
 class SamusInferBase(InferTask):
+    scheduler = None  # scheduler.Scheduler and encode_ahead.EncodeAhead, set by the app (main.py)
+    encode_ahead = None
+
     def __init__(self, service: ModelService, access: ImageAccess, decoded: DecodedImages, limits: RequestLimits,
                  description: str, config: Optional[Dict] = None):
         # DEEPGROW makes the official Slicer plugin offer the task under SmartEdit; dimension 2 makes it send

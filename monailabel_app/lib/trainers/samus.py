@@ -70,6 +70,8 @@ class SamusTrainTask(TrainTask):
         self.base_config = service.conf.config
         self.root = os.path.join(model_dir, "samus")
         self.stats_path = os.path.join(self.root, "train_stats.json")
+        sharing = service.conf.sharing
+        self.nice, self.threads = sharing.train_nice, sharing.train_threads  # --conf train_nice / train_threads
         self._config = {
             "name": "train_01",
             "max_epochs": 10,
@@ -183,11 +185,21 @@ class SamusTrainTask(TrainTask):
     # ---------------------------------------------------------------------------------------- run
     def __call__(self, request, datastore: Datastore):
         logger.info(f"Train request: {request}")
+        self.yield_to_clicks()
         opts, pairs = self.prepare(request, datastore)
         gpus = opts["gpus"]
         world_size = torch.cuda.device_count() if gpus == "all" else len(str(gpus).split(","))
         multi_gpu = opts["multi_gpu"] and world_size >= 2 and opts["device"].startswith("cuda")
         return self.run(opts, pairs, world_size if multi_gpu else 1)
+
+    def yield_to_clicks(self) -> None:
+        """MONAI Label runs this in its train subprocess, on the cores that serve clicks: a lower CPU priority
+        and fewer threads keep clicks fast while training runs (benchmarks/bench_sharing.py measures both). The
+        server never runs it itself (SamusApp.train refuses run_sync)."""
+        if self.nice:
+            os.nice(self.nice)
+        torch.set_num_threads(self.threads)
+        logger.info(f"training at niceness {os.nice(0)} with {self.threads} thread(s)")
 
     def current_file(self) -> str:
         return self.publish_path if os.path.isfile(self.publish_path) else self.base_path
