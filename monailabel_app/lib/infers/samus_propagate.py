@@ -29,6 +29,14 @@ def _options(request: dict) -> PropagationOptions:
     return PropagationOptions(direction=direction, min_area=int(min_area), min_score=min_score)
 
 
+def _ends_before(ends, lo: int, hi: int):
+    """The recorded chain ends a request for frames lo..hi may continue from: those its chains reach before
+    the range (a forward chain's end before lo, a backward chain's after hi); frames inside are recomputed."""
+    if not ends:
+        return None
+    return {(seed, step): end for (seed, step), end in ends.items() if (end[0] < lo if step > 0 else end[0] > hi)}
+
+
 class SamusPropagate(SamusInferBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, description="SAMUS propagation: clicks on one or more frames of a cine loop or "
@@ -79,7 +87,7 @@ class SamusPropagate(SamusInferBase):
                 predictor = ScheduledPredictor(served.predictor, job, self.batch_frames)
                 result = propagate(predictor, lambda k: pixels[:, :, k], info.frames, prompts,
                                    frame_key=lambda k: (info.key, k, served.version), frame_range=walk,
-                                   options=opts, resume=self.chain_ends.get(memo_key))
+                                   options=opts, resume=_ends_before(self.chain_ends.get(memo_key), lo, hi))
         except ValueError as e:
             raise bad_request(str(e)) from None
         except TooManyJobs as e:
