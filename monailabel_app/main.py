@@ -37,6 +37,7 @@ from lib.infers.samus import SamusInfer
 from lib.infers.samus_propagate import SamusPropagate
 from lib.model_service import ModelService
 from lib.scheduler import Scheduler
+from lib.storage_limits import check_session_room
 from lib.threaded_routes import run_in_threads
 from lib.trainers.samus import SamusTrainTask, TrainRequestError
 
@@ -77,6 +78,7 @@ class SamusApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             limits=self.app_conf.limits,
+            room=(self.app_conf.sharing.max_datastore_files, self.app_conf.sharing.max_datastore_mb),
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
@@ -169,6 +171,12 @@ class SamusApp(MONAILabelApp):
     def session_exists(self, session_id: str) -> bool:
         sessions = self.sessions()
         return sessions is not None and sessions.get_session(session_id, update_ts=False) is not None
+
+    def check_session_room(self, new_bytes: int) -> None:
+        sessions = self.sessions()
+        if sessions is not None:
+            sharing = self.app_conf.sharing
+            check_session_room(sessions, new_bytes, sharing.max_sessions, sharing.max_sessions_mb)
 
     def check_train_request(self, model: str, params: dict) -> None:
         try:

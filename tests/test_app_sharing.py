@@ -6,6 +6,9 @@ reports, for each request, the batches of others' long work it waited for and th
 slot holdings, from which the test counts independently how many propagation batches ran between a click's
 arrival at the scheduler and its turn. The masks must be those of the same requests sent alone.
 """
+import io
+import json
+import sys
 import threading
 import time
 
@@ -16,7 +19,10 @@ from monailabel.client import MONAILabelClient
 from PIL import Image
 from scipy import ndimage
 
-from app_server import running_server
+from app_server import APP_DIR, running_server
+sys.path.insert(0, str(APP_DIR))
+from lib.storage_limits import usage  # noqa: E402
+
 from helpers_app import build_cine, load_busi, load_volume, make_studies, save_nifti
 
 IMAGES = ("benign_3", "malignant_2", "benign_13", "benign_6")
@@ -40,8 +46,17 @@ def studies(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(studies):
-    with running_server(studies, conf=CONF) as url:
+def sessions_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sessions")
+
+
+@pytest.fixture(scope="module")
+def server(studies, sessions_dir):
+    # Room for a few more datastore files and about 3 MiB more; sessions in a folder of their own.
+    files, size = usage(str(studies))
+    conf = dict(CONF, max_datastore_files=str(files + 8), max_datastore_mb=str(size // 2**20 + 3),
+                max_sessions="3", max_sessions_mb="1")
+    with running_server(studies, conf=conf, env={"MONAI_LABEL_SESSION_PATH": str(sessions_dir)}) as url:
         yield url
 
 
@@ -208,3 +223,56 @@ def test_idle_time_encodes_the_neighbouring_frames(server, tmp_path):
         hits[step] = first_click_after_a_pause(k + step)
         client.infer("samus", SECOND_CINE, {"foreground": [[x, y, k]]})  # back to frame k
     assert hits == {3: False, -2: True, -1: True, 1: True, 2: True}, hits
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_datastore_uploads_are_bounded_in_bytes_and_number(server):
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000), dtype=np.uint8)  # ~4 MiB, incompressible
+    r = requests.put(f"{server}/datastore/image", params={"image": "big_noise"},
+                     files={"file": ("big_noise.png", png(noise))}, timeout=120)
+    assert r.status_code == 413 and "--conf max_datastore_mb" in r.text, r.text
+    answers = []
+    for n in range(12):
+        r = requests.put(f"{server}/datastore/image", params={"image": f"small_{n}"},
+                         files={"file": (f"small_{n}.png", png(np.full((16, 16), n, np.uint8)))}, timeout=120)
+        answers.append(r.status_code)
+        if r.status_code == 429:
+            assert "--conf max_datastore_files" in r.text, r.text
+            break
+    assert answers[0] == 200 and answers[-1] == 429, answers
+    # Replacing a stored image by the same file adds nothing: still accepted.
+    r = requests.put(f"{server}/datastore/image", params={"image": "small_0"},
+                     files={"file": ("small_0.png", png(np.full((16, 16), 0, np.uint8)))}, timeout=120)
+    assert r.status_code == 200, r.text
+
+
+def test_sessions_are_bounded_in_number_and_bytes_and_stale_ones_removed(server, sessions_dir):
+    def create(pixels):
+        return requests.put(f"{server}/session/", files={"files": ("s.png", png(pixels))}, timeout=120)
+
+    created = []
+    for n in range(3):
+        r = create(np.full((16, 16), n, np.uint8))
+        assert r.status_code == 200, r.text
+        created.append(r.json()["session_id"])
+    r = create(np.zeros((16, 16), np.uint8))
+    assert r.status_code == 429 and "--conf max_sessions" in r.text, r.text
+    assert requests.delete(f"{server}/session/{created[0]}", timeout=60).status_code == 200
+    assert create(np.zeros((16, 16), np.uint8)).status_code == 200  # room again
+    assert requests.delete(f"{server}/session/{created[1]}", timeout=60).status_code == 200
+    noise = np.random.default_rng(1).integers(0, 256, (1200, 1200), dtype=np.uint8)  # ~1.4 MiB
+    r = create(noise)
+    assert r.status_code == 413 and "--conf max_sessions_mb" in r.text, r.text
+    # Full again; then one session goes stale (its last use long ago): it is removed to make room.
+    assert create(np.ones((16, 16), np.uint8)).status_code == 200
+    assert create(np.ones((16, 16), np.uint8)).status_code == 429
+    meta = sessions_dir / created[2] / "meta.info"
+    info = json.loads(meta.read_text())
+    meta.write_text(json.dumps(dict(info, last_access_ts=info["last_access_ts"] - 10 * 86400)))
+    assert create(np.ones((16, 16), np.uint8)).status_code == 200
+    assert not (sessions_dir / created[2]).exists()

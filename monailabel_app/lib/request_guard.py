@@ -417,6 +417,7 @@ class RequestGuard:
     def _session_body(self, parsed: Parsed, *_):
         if len(parsed.files) != 1:
             raise bad_request("a session holds one image file: upload exactly one file as `files`")
+        self.hooks.check_session_room(parsed.files[0].size)  # 429 / 413 naming --conf max_sessions(_mb)
 
     def _session_id(self, parsed: Parsed, session_id: str):
         if not _SESSION_ID.fullmatch(session_id):
