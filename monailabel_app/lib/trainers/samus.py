@@ -288,6 +288,7 @@ class SamusTrainTask(TrainTask):
         stats.update(name=opts["name"], run_id=opts["run_id"], status=status, start_ts=opts["start_ts"],
                      total_epochs=opts["epochs"], mode=opts["mode"], config=opts["config"],
                      start_checkpoint=opts["start_checkpoint"], device=opts["device"], pid=os.getpid(),
+                     niceness=os.nice(0), threads=torch.get_num_threads(),
                      total_time=round(time.time() - opts["start_ts"], 1))
         stats.update(fields)
         dices = [h["val_dice"] for h in stats.get("history") or [] if h.get("val_dice") is not None]
