@@ -99,3 +99,26 @@ def test_sharing_conf_defaults():
     sharing = parse_conf({"device": "cpu"}).sharing
     assert (sharing.max_long_jobs, sharing.batch_frames, sharing.encode_ahead, sharing.train_nice) == (8, 4, 2, 10)
     assert sharing.train_threads >= 1 and sharing.max_sessions == 64
+
+
+def test_a_stream_of_clicks_cannot_starve_a_long_job():
+    s = Scheduler(click_streak=2)
+    holder, long_job = s.start("a first click", INTERACTIVE), s.start("propagation", BATCH)
+    clicks = [s.start(f"click {n}", INTERACTIVE) for n in range(5)]
+    order = []
+
+    def take(job):
+        with job.slot():
+            order.append(job.kind)
+
+    threads = []
+    with holder.slot():
+        for n, job in enumerate([long_job] + clicks):
+            threads.append(threading.Thread(target=take, args=(job,)))
+            threads[-1].start()
+            queued(s, n + 1)
+    for t in threads:
+        t.join()
+    # Two clicks, then the long job's turn, then the other clicks; no click waited for more than one batch.
+    assert order == ["click 0", "click 1", "propagation", "click 2", "click 3", "click 4"]
+    assert all(c.waited_batches <= 1 for c in clicks), [c.waited_batches for c in clicks]

@@ -6,7 +6,9 @@ one batch of a long job (a few frames' encoder pass, or one frame's decoder pass
 released the most urgent waiter gets it: INTERACTIVE (clicks) before BATCH (propagation, active-learning
 scoring) before PREFETCH (encode-ahead); first come, first served within a level. A click therefore waits
 for at most the one batch of long work that is running when it arrives (plus other users' clicks), and
-long jobs from several users take turns batch by batch.
+long jobs from several users take turns batch by batch. So that a stream of clicks cannot starve a long
+job, a waiting long job gets the next turn after `click_streak` clicks in a row, provided no waiting click
+has already waited for a batch: a click still waits for at most one.
 
 Results do not depend on the interleaving: each unit of work is the same computation it would be alone
 (the same frames in the same batches), and the embedding cache is shared.
@@ -45,6 +47,7 @@ class Job:
         self.queued_at: List[float] = []  # monotonic time of each slot request
         self.holdings: List[Tuple[float, float]] = []  # monotonic (start, end) of each slot holding
         self.waited_batches = 0  # batches of others' long work that ran while this job waited
+        self.seen = 0  # the scheduler's count of finished long batches when this job last asked for the slot
         self.busy_on_arrival: List[str] = []  # kinds of other jobs active when this one first asked
         self.done = 0  # progress units (frames) completed, for GET /samus/jobs/<id>
         self.total = 0
@@ -78,8 +81,10 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, max_batch_jobs: int = 8, max_tracked: int = 256):
+    def __init__(self, max_batch_jobs: int = 8, max_tracked: int = 256, click_streak: int = 4):
         self.max_batch_jobs = max_batch_jobs  # long jobs running or queued at once (--conf max_long_jobs)
+        self.click_streak = click_streak  # clicks in a row before a waiting long job gets a turn
+        self._streak = 0  # clicks served in a row while a long job waited
         self._cond = threading.Condition()
         self._holder: Optional[Job] = None
         self._queue: List[Tuple[int, int, Job]] = []  # heap: (priority, arrival, job)
@@ -162,17 +167,30 @@ class Scheduler:
             job.queued_at.append(time.monotonic())
             if job.state == "queued":
                 job.state = "running"
-            seen = self._long_batches_done
-            while self._holder is not None or self._queue[0] is not entry:
+            seen = job.seen = self._long_batches_done
+            while self._holder is not None or self._next() is not entry:
                 self._cond.wait()
                 if job.cancelled:
                     self._queue.remove(entry)
                     heapq.heapify(self._queue)
                     self._cond.notify_all()
                     raise Cancelled()
-            heapq.heappop(self._queue)
+            self._queue.remove(entry)
+            heapq.heapify(self._queue)
+            long_waiting = any(p == BATCH for p, _, _ in self._queue)
+            self._streak = self._streak + 1 if job.priority == INTERACTIVE and long_waiting else 0
             self._holder = job
             job.waited_batches += self._long_batches_done - seen
+
+    def _next(self):  # with the lock held: the entry whose turn it is
+        first = self._queue[0]
+        if first[0] == INTERACTIVE and self._streak >= self.click_streak:
+            waiting = [e for e in self._queue if e[0] == BATCH]
+            # A long job's forced turn may not make a click wait for a second batch.
+            fresh = all(j.seen == self._long_batches_done for p, _, j in self._queue if p == INTERACTIVE)
+            if waiting and fresh:
+                return min(waiting)
+        return first
 
     def _release(self, job: Job) -> None:
         with self._cond:
