@@ -8,13 +8,14 @@ click is a first click: an encoder pass), while
 - a training run goes on in MONAI Label's train subprocess (with this app's `--conf train_nice` and
   `train_threads`; `--compare-training` repeats the training rows on a second server without them).
 It prints click latency (p50 / p95 / max, and the most batches of others' work a click waited for), the
-propagation's time alone and during the clicks, training speed (epochs per minute) alone and during the
+propagation's time alone and during the clicks, training speed (training images per second, from the run's history) alone and during the
 clicks, and the first-click latency after stepping one frame in a cine with and without encode-ahead.
 
     .venv/bin/python benchmarks/bench_sharing.py [--frames 300] [--users 3] [--compare-training]
 """
 import argparse
 import itertools
+import json
 import shutil
 import sys
 import tempfile
@@ -117,19 +118,18 @@ def train_stats(url) -> dict:
     return requests.get(f"{url}/info/", timeout=60).json().get("train_stats", {}).get("samus", {})
 
 
-def epochs_per_minute(url, seconds: float) -> float:
-    """From the times at which train_stats' epoch changes during `seconds` (polled twice a second)."""
-    changes, last, t_end = [], train_stats(url).get("epoch", 0), time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        time.sleep(0.5)
-        epoch = train_stats(url).get("epoch", 0)
-        if epoch != last:
-            changes.append((time.perf_counter(), epoch))
-            last = epoch
-    if len(changes) < 2:
-        return float("nan")
-    (t0, e0), (t1, e1) = changes[0], changes[-1]
-    return (e1 - e0) / (t1 - t0) * 60
+def training_speed(history: Path, seconds: float) -> float:
+    """Mean training images/s of the epochs that finish within the next `seconds` (the run's history.json)."""
+    def records():
+        try:
+            return json.loads(history.read_text())
+        except (OSError, ValueError):  # not written yet, or being replaced
+            return []
+
+    before = len(records())
+    time.sleep(seconds)
+    done = records()[before:]
+    return float(np.mean([r["images_per_s"] for r in done])) if done else float("nan")
 
 
 def start_training(url, labelled):
@@ -151,19 +151,18 @@ def stop_training(url):
         time.sleep(0.5)
 
 
-def training_rows(url, clickers, labelled, args, label):
+def training_rows(url, clickers, labelled, args, label, log_dir: Path):
     start_training(url, labelled)
-    alone = epochs_per_minute(url, args.train_seconds)
-    stop = threading.Event()
+    history = log_dir / "model" / "samus" / "train_01" / "history.json"  # running_server's model_dir
+    alone = training_speed(history, args.train_seconds)
     result = {}
-    t = threading.Thread(target=lambda: result.update(epm=epochs_per_minute(url, args.train_seconds)))
+    t = threading.Thread(target=lambda: result.update(speed=training_speed(history, args.train_seconds)))
     t.start()
     lat, waited = clickers.run(n=args.clicks)
     t.join()
     stop_training(url)
     print(stats(f"clicks during training{label}", lat, waited))
-    print(f"training{label}: {alone:.1f} epochs/min alone, {result['epm']:.1f} while users click")
-    return alone
+    print(f"training{label}: {alone:.1f} images/s alone, {result['speed']:.1f} while users click")
 
 
 def step_row(url, click, frames, tmp, label, first_frame=0):
@@ -203,7 +202,7 @@ def main() -> int:
     conf = dict(args.conf)
     if args.checkpoint:
         conf["checkpoint"] = args.checkpoint
-    labelled = [f"{name}__0" for name in NAMES] + [f"{name}__1" for name in NAMES]
+    labelled = [f"{name}__{c}" for name in NAMES for c in range(4)]
     clicks = {k: v for k, v in setup["images"].items() if k not in labelled}
     print(f"{args.users} users, each clicking a new image every {args.interval} s; propagation of "
           f"{args.frames} frames (256 x 256)")
@@ -230,7 +229,7 @@ def main() -> int:
               f"(+{100 * (out['t'] / alone - 1):.0f}%)")
 
         step_row(url, setup["cine_click"], args.frames, work, "encode-ahead")
-        training_rows(url, clickers, labelled, args, " (nice, thread budget)")
+        training_rows(url, clickers, labelled, args, " (nice, thread budget)", work / "log")
 
     # Without encode-ahead (and, with --compare-training, training without nice and thread budget).
     conf = dict(conf, encode_ahead="0")
@@ -242,7 +241,7 @@ def main() -> int:
         if args.compare_training:
             clickers = Clickers(url, clicks, args.users, args.interval, work)
             clickers.run(n=2)
-            training_rows(url, clickers, labelled, args, " (no nice, all threads)")
+            training_rows(url, clickers, labelled, args, " (no nice, all threads)", work / "log2")
     return 0
 
 
