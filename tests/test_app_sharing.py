@@ -205,6 +205,20 @@ def test_a_named_propagation_reports_progress_and_can_be_cancelled(server, studi
     assert requests.get(f"{server}/samus/jobs/a%20b", timeout=60).status_code == 400
 
 
+def test_a_propagation_stops_when_its_client_goes_away(server, studies):
+    seed = cine_click(studies)
+    params = '{"foreground": [%s], "job": "gone", "min_area": 0}' % seed
+    with pytest.raises(requests.exceptions.ReadTimeout):  # the client gives up after 1 s and hangs up
+        requests.post(f"{server}/infer/samus_propagate", params={"image": CINE, "output": "json"},
+                      data={"params": params}, timeout=(30, 1.0))
+    for _ in range(2000):  # poll until the server has noticed (nothing timed)
+        job = requests.get(f"{server}/samus/jobs/gone", timeout=60).json()
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.01)
+    assert job["state"] == "cancelled" and job["frames_done"] < FRAMES, job
+
+
 def test_idle_time_encodes_the_neighbouring_frames(server, tmp_path):
     _, mask = load_busi("malignant_2")
     x, y = deepest(mask)  # the cine moves the lesion a little; any click on the frame will do here

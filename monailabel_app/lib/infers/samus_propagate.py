@@ -6,6 +6,7 @@ import time
 import numpy as np
 from samus.propagate import DIRECTIONS, FramePrompt, PropagationOptions, propagate
 
+from .. import request_guard
 from ..errors import bad_request, conflict, show, too_large, too_many
 from ..propagation_chains import ChainEnds, prompts_key
 from ..scheduler import BATCH, Cancelled, JobIdInUse, ScheduledPredictor, TooManyJobs
@@ -84,6 +85,7 @@ class SamusPropagate(SamusInferBase):
         try:
             with self.scheduler.job("samus_propagate", BATCH, job_id) as job:
                 job.total = hi - lo + 1
+                request_guard.on_disconnect(job.cancel)  # the client gave up (a viewer's Stop): stop too
                 predictor = ScheduledPredictor(served.predictor, job, self.batch_frames)
                 result = propagate(predictor, lambda k: pixels[:, :, k], info.frames, prompts,
                                    frame_key=lambda k: (info.key, k, served.version), frame_range=walk,
@@ -95,7 +97,8 @@ class SamusPropagate(SamusInferBase):
         except JobIdInUse as e:
             raise conflict(str(e)) from None
         except Cancelled:
-            raise conflict(f"propagation {job_id!r} was cancelled (DELETE /samus/jobs/{job_id})") from None
+            raise conflict(f"propagation {job_id or ''} was cancelled (DELETE /samus/jobs/<job>, or the client "
+                           "closed the connection)") from None
         self.chain_ends.update(memo_key, result.chain_ends)
         t1 = time.perf_counter()
 
