@@ -21,11 +21,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
 from lib import request_guard
 from lib.activelearning.diversity import Diversity
+from lib.activelearning.random_strategy import RandomStrategy
 from lib.app_conf import ConfError, parse_conf
 from lib.datastore import CheckedDatastore, discard_temp
 from lib.encode_ahead import EncodeAhead
@@ -95,7 +95,7 @@ class SamusApp(MONAILabelApp):
         return {"samus": SamusTrainTask(self.model_dir, self.service)}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First(),
+        return {"random": RandomStrategy(), "first": First(),
                 "diversity": Diversity(self.service, self.decoded, self.app_conf.limits, self.scheduler)}
 
     def on_init_complete(self):

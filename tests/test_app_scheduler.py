@@ -122,3 +122,4 @@ def test_a_stream_of_clicks_cannot_starve_a_long_job():
     # Two clicks, then the long job's turn, then the other clicks; no click waited for more than one batch.
     assert order == ["click 0", "click 1", "propagation", "click 2", "click 3", "click 4"]
     assert all(c.waited_batches <= 1 for c in clicks), [c.waited_batches for c in clicks]
+
