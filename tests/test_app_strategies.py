@@ -8,6 +8,7 @@ from app_server import APP_DIR
 
 sys.path.insert(0, str(APP_DIR))
 
+
 def test_random_strategy_answers_when_every_image_was_just_picked(tmp_path):
     # MONAI Label's Random weighs images by the seconds since it last picked them; all 0 (or a clock step
     # back) made random.choices raise and the server answer 500 (found by the fuzz test).
