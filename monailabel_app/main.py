@@ -21,19 +21,24 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.async_tasks.utils import tasks as async_tasks
 
 from lib import request_guard
 from lib.activelearning.diversity import Diversity
+from lib.activelearning.random_strategy import RandomStrategy
 from lib.app_conf import ConfError, parse_conf
 from lib.datastore import CheckedDatastore, discard_temp
+from lib.encode_ahead import EncodeAhead
 from lib.errors import bad_request, not_found
 from lib.image_access import UPLOAD_KEY, ImageAccess, is_temp_file
 from lib.image_io import DecodedImages
+from lib.job_routes import add_job_routes
 from lib.infers.samus import SamusInfer
 from lib.infers.samus_propagate import SamusPropagate
 from lib.model_service import ModelService, load_model
+from lib.scheduler import Scheduler
+from lib.storage_limits import check_session_room
+from lib.threaded_routes import run_in_threads
 from lib.trainers.samus import SamusTrainTask, TrainRequestError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,9 @@ class SamusApp(MONAILabelApp):
         torch.set_num_threads(self.app_conf.threads)
         self.model_dir = model_dir
         self.decoded = DecodedImages()
+        sharing = self.app_conf.sharing
+        self.scheduler = Scheduler(max_batch_jobs=sharing.max_long_jobs)
+        self.encode_ahead = EncodeAhead(self.scheduler, self.decoded, sharing.encode_ahead)
         self.access = ImageAccess(studies)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="SAMUS",
                          description="SAMUS point-prompted ultrasound segmentation", version="1.0")
@@ -72,12 +80,17 @@ class SamusApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             limits=self.app_conf.limits,
+            room=(self.app_conf.sharing.max_datastore_files, self.app_conf.sharing.max_datastore_mb),
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
         args = (self.services, self.access, self.decoded, self.app_conf.limits)
-        return {"samus": SamusInfer(*args, refine=self.app_conf.refine),
-                "samus_propagate": SamusPropagate(*args, default=self.app_conf.propagation_model)}
+        infers = {"samus": SamusInfer(*args, refine=self.app_conf.refine),
+                  "samus_propagate": SamusPropagate(*args, default=self.app_conf.propagation_model)}
+        for task in infers.values():
+            task.scheduler, task.encode_ahead = self.scheduler, self.encode_ahead
+        infers["samus_propagate"].batch_frames = self.app_conf.sharing.batch_frames
+        return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         """`samus` fine-tunes the default model; every other served model has its own `samus_<name>`."""
@@ -89,8 +102,8 @@ class SamusApp(MONAILabelApp):
     def init_strategies(self) -> Dict[str, Strategy]:
         # Pooled embeddings of the fastest served model: scoring touches every unlabelled image.
         scorer = self.services.get("fast", self.service)
-        return {"random": Random(), "first": First(),
-                "diversity": Diversity(scorer, self.decoded, self.app_conf.limits)}
+        return {"random": RandomStrategy(), "first": First(),
+                "diversity": Diversity(scorer, self.decoded, self.app_conf.limits, self.scheduler)}
 
     def on_init_complete(self):
         # Load (and warm up) the model before the first click; only the server calls this, not the train
@@ -105,6 +118,12 @@ class SamusApp(MONAILabelApp):
         from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now
 
         request_guard.install(server.app, self.app_conf.limits, self)
+        # Model work leaves the event loop, so a click is read and scheduled while another user propagates.
+        run_in_threads(server.app, [("POST", "/infer/{model}"), ("POST", "/activelearning/{strategy}")])
+        add_job_routes(server.app, self.scheduler)
+        if settings.MONAI_LABEL_INFER_CONCURRENCY >= 0:
+            logger.warning("MONAI_LABEL_INFER_CONCURRENCY is set: MONAI Label's own pool then runs at most that "
+                           "many infer requests at once, and a click can wait there behind whole propagations")
         super().on_init_complete()
 
     # ------------------------------------------------------------------------------------------- entry points
@@ -160,6 +179,12 @@ class SamusApp(MONAILabelApp):
     def session_exists(self, session_id: str) -> bool:
         sessions = self.sessions()
         return sessions is not None and sessions.get_session(session_id, update_ts=False) is not None
+
+    def check_session_room(self, new_bytes: int) -> None:
+        sessions = self.sessions()
+        if sessions is not None:
+            sharing = self.app_conf.sharing
+            check_session_room(sessions, new_bytes, sharing.max_sessions, sharing.max_sessions_mb)
 
     def check_train_request(self, model: str, params: dict) -> None:
         try:

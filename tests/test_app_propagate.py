@@ -114,3 +114,29 @@ def test_propagation_follows_an_object_that_moves_farther_than_its_size(one_thre
     tracked, untracked = np.mean(dice["tracked"][1:]), np.mean(dice["untracked"][1:])
     assert dice["tracked"][0] >= 0.5 and tracked >= dice["tracked"][0] - 0.1, dice
     assert untracked <= tracked - 0.2, dice  # without tracking the chain loses it
+
+
+@pytest.mark.parametrize("lose", [False, True])
+def test_resuming_from_chain_ends_gives_the_one_shot_masks(tiny_predictor, lose):
+    frames = np.random.default_rng(3).integers(0, 255, (64, 80, 20), dtype=np.uint8)
+    prompt = {8: FramePrompt(np.array([[30.0, 20.0], [50.0, 40.0]]), np.array([1, 0]))}
+    args = (tiny_predictor, lambda k: frames[:, :, k], 20, prompt, lambda k: ("r", k))
+    min_area = 0
+    if lose:  # a threshold that the seed passes and a later frame of the forward chain does not
+        areas = {k: int(m.sum()) for k, m in propagate(*args, options=PropagationOptions(min_area=0)).masks.items()}
+        min_area = max(a for k, a in areas.items() if k > 12 and a < areas[8]) + 1
+    opts = PropagationOptions(min_area=min_area)
+    whole = propagate(*args, options=opts)
+    # Forward in chunks 8..11, 12..15, 16..19, then backward 0..7, each continuing where the last chain ended.
+    ends, pieced, stopped = {}, {}, set()
+    for walk, keep in [((8, 11), (8, 11)), ((8, 15), (12, 15)), ((8, 19), (16, 19)), ((0, 8), (0, 7))]:
+        chunk = propagate(*args, frame_range=walk, options=opts,
+                          resume={c: e for c, e in ends.items() if (e[0] < keep[0] if c[1] > 0 else e[0] > keep[1])})
+        ends.update(chunk.chain_ends)
+        pieced.update({k: m for k, m in chunk.masks.items() if keep[0] <= k <= keep[1]})
+        stopped |= set(chunk.stopped_at)
+    assert sorted(pieced) == whole.frames
+    assert all(np.array_equal(pieced[k], whole.masks[k]) for k in whole.frames)
+    assert stopped == set(whole.stopped_at)
+    if lose:
+        assert whole.stopped_at  # the lost-object path was exercised

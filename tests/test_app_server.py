@@ -344,7 +344,7 @@ BAD_INFER = [
     ("propagation variant", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "variant": "x"}, 400, "variant"),
     ("bad direction", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "direction": "sideways"}, 400, "direction"),
     ("bad frame range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [20, 5]}, 400, "frames"),
-    ("seed outside range", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20]}, 400, "outside"),
+    ("job id", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "frames": [5, 20], "job": "../x"}, 400, "job"),
     ("propagation without clicks", "samus_propagate", CINE, {}, 400, "no clicks"),
 ]
 

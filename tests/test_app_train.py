@@ -3,6 +3,7 @@
 A server with a 'tiny' model keeps this fast; what is checked is the plumbing: the served model changes
 only when a run finishes, labels saved meanwhile are kept, stopped or failed runs publish nothing.
 """
+import os
 import shutil
 import sys
 import time
@@ -32,7 +33,8 @@ def studies(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(studies, tiny_checkpoint, tmp_path_factory):
-    conf = {"checkpoint": str(tiny_checkpoint), "model_dir": str(tmp_path_factory.mktemp("model")), "threads": "1"}
+    conf = {"checkpoint": str(tiny_checkpoint), "model_dir": str(tmp_path_factory.mktemp("model")), "threads": "1",
+            "train_nice": "5", "train_threads": "1"}
     with running_server(studies, conf, log_dir=tmp_path_factory.mktemp("log")) as url:
         yield url
 
@@ -94,6 +96,8 @@ def test_training_publishes_a_new_model_and_keeps_labels_saved_meanwhile(client,
 
     stats = client.info()["train_stats"]["samus"]
     assert stats["status"] == "DONE" and stats["epochs_done"] == 2 and stats["published"]
+    # The run yielded the CPU to clicks: lower priority than the server (which has this process's) and 1 thread.
+    assert stats["niceness"] == min(19, os.nice(0) + 5) and stats["threads"] == 1
     after = model_info(server)
     assert after["checksum"] != before["checksum"]
     second = click_version(client)

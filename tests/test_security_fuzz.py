@@ -269,6 +269,16 @@ class Fuzz:
             files["label"] = ("x.bin", b"\x01" * 100)
         return Call("infer", "POST", f"/infer/{model}", query, files=files)
 
+    def empty_params(self) -> Call:
+        """`params` that is no JSON object: whitespace (once a 500 from MONAI Label's json.loads), empty, a
+        list, null, a string; on infer and on the datastore's uploads and info updates."""
+        params = self.rng.choice(["", " ", " " * 100_002, "\t\n\r ", "[]", "null", "1", '"{}"'])
+        path, query = self.rng.choice([("/infer/samus", {"image": "scan"}), ("/infer/samus_propagate", {"image": "cine"}),
+                                       ("/datastore/image/info", {"image": "scan"})])
+        method = "PUT" if path.startswith("/datastore") else "POST"
+        field = "info" if path.startswith("/datastore") else "params"
+        return Call("empty params", method, path, query, files={field: (None, params)})
+
     def infer_raw_names(self) -> Call:
         body, content_type = multipart([("params", '{"foreground": [[3, 3]]}')],
                                        [("file", self.filename(), self.hostile_file()[1])])
@@ -475,7 +485,7 @@ class Fuzz:
                 (self.info_update, 3), (self.delete, 3), (self.download, 4), (self.listing, 1), (self.train, 6),
                 (self.valid_run_sync, 1), (self.active_learning, 3), (self.session, 3), (self.session_use, 2),
                 (self.session_get, 2), (self.model, 3), (self.other, 4), (self.lying_headers, 2),
-                (self.valid_click, 2), (self.client_calls, 32)]
+                (self.valid_click, 2), (self.client_calls, 32), (self.empty_params, 3)]
 
     def calls(self):
         makers, weights = zip(*self.makers())

@@ -43,6 +43,9 @@ class PropagationResult:
     scores: Dict[int, float] = field(default_factory=dict)
     stopped_at: List[int] = field(default_factory=list)  # where a chain lost the object (seeds: too small to follow)
     seeds: List[int] = field(default_factory=list)
+    # (seed, +1 | -1) -> where that chain ended: (frame, carried prompt, low-res logits, mask), or (frame, None,
+    # None, None) where it lost the object; `propagate(resume=...)` continues from it exactly
+    chain_ends: Dict[Tuple[int, int], tuple] = field(default_factory=dict)
 
     @property
     def frames(self) -> List[int]:
@@ -171,10 +174,14 @@ def propagate(
     frame_key: Callable[[int], Hashable],
     frame_range: Optional[Tuple[int, int]] = None,
     options: Optional[PropagationOptions] = None,
+    resume: Optional[Dict[Tuple[int, int], tuple]] = None,
 ) -> PropagationResult:
     """Segment the prompted frames, then propagate to their neighbours within `frame_range` (inclusive).
 
-    `get_frame(k)` returns frame k (H x W [x C]); `frame_key(k)` its embedding cache key.
+    `get_frame(k)` returns frame k (H x W [x C]); `frame_key(k)` its embedding cache key. `resume`: the
+    `chain_ends` of an earlier call with the same prompts and options; a chain whose recorded end lies on its
+    way continues after it (the frames before it are not recomputed), which gives the same masks as walking
+    from the seed, so a long range can be done in chunks.
     """
     opts = options or PropagationOptions()
     opts.check()
@@ -207,9 +214,19 @@ def propagate(
             continue
         prev = seed
         carried = prompts[seed]
+        step = 1 if order[0] > seed else -1
+        end = (resume or {}).get((seed, step))
+        if end is not None and end[0] in order:
+            order = order[order.index(end[0]) + 1:]
+            prev = end[0]
+            if end[1] is None:  # the chain had lost the object there
+                result.stopped_at.append(prev)
+                result.chain_ends[(seed, step)] = end
+                continue
+            carried, low_res[prev], result.masks[prev] = end[1], end[2], end[3]
+        lost = False
         for start in range(0, len(order), opts.batch_size):
             batch = order[start:start + opts.batch_size]
-            lost = False
             for k, emb in zip(batch, embeddings(batch)):
                 p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
                                    opts.box_margin)
@@ -231,5 +248,7 @@ def propagate(
                 prev = k
             if lost:
                 break
+        result.chain_ends[(seed, step)] = ((k, None, None, None) if lost else
+                                           (prev, carried, low_res[prev], result.masks[prev]))
     result.stopped_at.sort()
     return result

@@ -46,6 +46,21 @@ class AppConf:
     refine: bool  # feed the previous request's logits back when a request adds one click (refinement.py)
     threads: int  # torch CPU threads
     limits: RequestLimits
+    sharing: "SharingConf" = None  # many users on one server: scheduler, encode-ahead, training, sessions
+
+
+@dataclass(frozen=True)
+class SharingConf:
+    """How one server is shared (scheduler.py, encode_ahead.py, session_limits.py, the trainer)."""
+    max_long_jobs: int  # propagations / scoring running or queued at once (429 beyond)
+    batch_frames: int  # frames a long job encodes per turn: the most a click waits for
+    encode_ahead: int  # frames on each side of a clicked frame encoded while the server is idle (0: off)
+    train_nice: int  # niceness added to the training process
+    train_threads: int  # PyTorch threads of the training process
+    max_sessions: int
+    max_sessions_mb: int
+    max_datastore_files: int  # images and labels in the studies folder
+    max_datastore_mb: int
 
 
 def _checkpoint(v: str) -> str:
@@ -139,6 +154,22 @@ def _threads(v: str) -> int:
     return _int_at_least(1)(v)
 
 
+def _train_threads(v: str) -> int:
+    """auto: leave the server's model threads a core of their own where there are more than two cores,
+    else one thread (with nice, clicks then keep a core and take the other when training yields it)."""
+    if v == "auto":
+        cores = os.cpu_count() or 1
+        return max(1, cores - 2) if cores > 2 else 1
+    return _int_at_least(1)(v)
+
+
+def _nice(v: str) -> int:
+    n = int(v)
+    if not 0 <= n <= 19:
+        raise ValueError("must be 0..19")
+    return n
+
+
 def _bool(v: str) -> bool:
     if v.lower() in _TRUE:
         return True
@@ -178,6 +209,17 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
     "max_upload_mb": (_int_at_least(1), "an integer >= 1 (MiB in one request body)", "1024"),
     "max_params_kb": (_int_at_least(1), "an integer >= 1 (KiB of JSON params in one request)", "1024"),
     "threads": (_threads, "auto or an integer >= 1 (CPU threads for PyTorch)", "auto"),
+    "max_long_jobs": (_int_at_least(1), "an integer >= 1 (propagations running or queued at once)", "8"),
+    "batch_frames": (_int_at_least(1), "an integer >= 1 (frames a propagation encodes per turn)", "4"),
+    "encode_ahead": (_int_at_least(0), "an integer >= 0 (neighbouring frames encoded ahead on each side; 0: off)",
+                     "2"),
+    "train_nice": (_nice, "0..19 (niceness added to the training process)", "10"),
+    "train_threads": (_train_threads, "auto or an integer >= 1 (CPU threads of the training process)", "auto"),
+    "max_sessions": (_int_at_least(1), "an integer >= 1 (sessions kept at once)", "64"),
+    "max_sessions_mb": (_int_at_least(1), "an integer >= 1 (MiB of session files together)", "4096"),
+    "max_datastore_files": (_int_at_least(1), "an integer >= 1 (images and labels in the studies folder)",
+                            "100000"),
+    "max_datastore_mb": (_int_at_least(1), "an integer >= 1 (MiB of the studies folder)", str(100 * 1024)),
     "skip_trainers": (_bool, "true or false", "false"),
     "refine": (_bool, "true or false (reuse the previous request's mask when a request adds one click)", "true"),
     "sam2": (_sam2, "false (SAM2 is not part of this app)", "false"),
@@ -234,4 +276,5 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
             clicks_per_frame=values["max_clicks_per_frame"], clicks=values["max_clicks"],
             propagation_frames=values["max_propagation_frames"], upload_bytes=values["max_upload_mb"] * 2**20,
             params_bytes=values["max_params_kb"] * 2**10),
+        sharing=SharingConf(**{k: values[k] for k in SharingConf.__dataclass_fields__}),
     )

@@ -28,6 +28,7 @@ from .errors import bad_request, conflict, not_found, show, too_large
 from .image_access import is_temp_file
 from .image_io import inspect_image
 from .request_guard import remove_after_response
+from .storage_limits import check_datastore_room
 
 STORED_EXTS = IMAGE_EXTS + VOLUME_EXTS + (".seg.nrrd",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.() +-]{0,199}$")
@@ -79,9 +80,16 @@ def _atomic(dest: str):
 
 
 class CheckedDatastore(LocalDatastore):
-    def __init__(self, *args, limits: RequestLimits, **kwargs):
+    def __init__(self, *args, limits: RequestLimits, room: tuple = (10**9, 10**9), **kwargs):
         self.limits = limits
+        self.room = room  # (--conf max_datastore_files, max_datastore_mb)
         super().__init__(*args, **kwargs)
+
+    def _check_room(self, dest: str, src: str) -> None:
+        """With the lock held, before `src` is stored as `dest` (which it may replace)."""
+        replaced = os.path.getsize(dest) if os.path.isfile(dest) else 0
+        check_datastore_room(self._datastore.image_path(), 0 if replaced else 1,
+                             max(0, os.path.getsize(src) - replaced), *self.room)
 
     # ---------------------------------------------------------------------------------------- checks
     def _decoded_info(self, path: str, what: str):
@@ -125,6 +133,7 @@ class CheckedDatastore(LocalDatastore):
                 if old.labels:
                     raise conflict(f"image {image_id!r} already exists with labels ({', '.join(old.labels)}); "
                                    "upload under a new id, or delete it first (DELETE /datastore/image)")
+            self._check_room(dest, src)
             with _atomic(dest) as tmp:
                 shutil.copyfile(src, tmp)
             if old is not None and old.image.ext != ext:
@@ -183,6 +192,7 @@ class CheckedDatastore(LocalDatastore):
             if obj is None:  # removed meanwhile
                 raise not_found(f"image {image_id!r} is not in the datastore; upload it before its label")
             os.makedirs(label_path, exist_ok=True)
+            self._check_room(os.path.join(label_path, name), src)
             with _atomic(os.path.join(label_path, name)) as tmp:
                 shutil.copyfile(src, tmp)
             info.update(ts=int(time.time()), name=name)

@@ -13,6 +13,7 @@ replayed to MONAI Label unchanged) and answers 4xx with a message naming the pro
 `--conf` limit. It also carries per-request state that the app's own code reads: whether a file was
 uploaded with this request (image_access), and files to delete once the response is sent.
 """
+import asyncio
 import contextlib
 import json
 import os
@@ -47,6 +48,8 @@ INFER_RESERVED = ("image", "model", "session")  # MONAI Label reads these from t
 class RequestState:
     uploaded: bool = False  # a `file` part came with this request
     remove: List[str] = field(default_factory=list)  # deleted after the response is sent
+    disconnected: bool = False  # the client went away before the answer
+    on_disconnect: List[Callable[[], None]] = field(default_factory=list)
 
 
 _STATE: ContextVar[Optional[RequestState]] = ContextVar("samus_request_state", default=None)
@@ -61,6 +64,26 @@ def remove_after_response(path: str) -> None:
     state = _STATE.get()
     if state is not None:
         state.remove.append(path)
+
+
+def on_disconnect(callback: Callable[[], None]) -> None:
+    """Call `callback` (from the event loop) if the client of the current request closes its connection
+    before the answer, e.g. a viewer's Stop button aborting a propagation; at once if it already has."""
+    state = _STATE.get()
+    if state is not None:
+        state.on_disconnect.append(callback)
+        if state.disconnected:
+            callback()
+
+
+async def _watch(receive, state: RequestState):
+    """After the body, the next ASGI message can only be the client's disconnect."""
+    message = await receive()
+    if message.get("type") == "http.disconnect":
+        state.disconnected = True
+        for callback in list(state.on_disconnect):
+            callback()
+    return message
 
 
 # ------------------------------------------------------------------------------------------------ JSON
@@ -284,6 +307,9 @@ class RequestGuard:
                 await self._read(scope, receive, spool, parsed)
                 for name, value in parsed.fields:
                     if name in ("params", "info", "wsi"):
+                        if not value.strip():  # MONAI Label would json.loads whitespace (500) or read "" as {}
+                            raise bad_request(f"form field {name!r} is empty; send a JSON object such as {{}} "
+                                              "or leave the field out")
                         parsed.json_fields[name] = check_json(value, f"form field {name!r}", self.limits.params_bytes)
                 if route and route[1]:
                     route[1](parsed, *route[2])
@@ -298,7 +324,11 @@ class RequestGuard:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
             state.uploaded = bool(parsed.files_named("file"))
-            await self.app(scope, _replay(spool, receive), send)
+            watcher = asyncio.ensure_future(_watch(receive, state))
+            try:
+                await self.app(scope, _replay(spool, watcher), send)
+            finally:
+                watcher.cancel()
         finally:
             spool.close()
             _STATE.reset(token)
@@ -414,6 +444,7 @@ class RequestGuard:
     def _session_body(self, parsed: Parsed, *_):
         if len(parsed.files) != 1:
             raise bad_request("a session holds one image file: upload exactly one file as `files`")
+        self.hooks.check_session_room(parsed.files[0].size)  # 429 / 413 naming --conf max_sessions(_mb)
 
     def _session_id(self, parsed: Parsed, session_id: str):
         if not _SESSION_ID.fullmatch(session_id):
@@ -528,13 +559,13 @@ def _api_path(scope) -> str:
     return path[len(prefix):] if prefix and path.startswith(prefix) else path
 
 
-def _replay(spool, receive):
+def _replay(spool, watcher):
     done = False
 
     async def replay():
         nonlocal done
-        if done:
-            return await receive()  # the body was read: only http.disconnect can come
+        if done:  # the body was read: only http.disconnect can come, which the watcher receives
+            return await asyncio.shield(watcher)
         chunk = spool.read(CHUNK)
         more = bool(chunk) and spool.tell() < _size(spool)
         done = not more

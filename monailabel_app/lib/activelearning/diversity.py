@@ -17,16 +17,19 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 from ..app_conf import RequestLimits
 from ..image_io import DecodedImages, inspect_image
+from ..errors import too_many
 from ..model_service import ModelService
+from ..scheduler import BATCH, Scheduler, TooManyJobs
 
 logger = logging.getLogger(__name__)
 
 
 class Diversity(Strategy):
-    def __init__(self, service: ModelService, decoded: DecodedImages, limits: RequestLimits, frames_per_volume: int = 4,
-                 max_candidates: int = 256):
+    def __init__(self, service: ModelService, decoded: DecodedImages, limits: RequestLimits, scheduler: Scheduler,
+                 frames_per_volume: int = 4, max_candidates: int = 256):
         super().__init__("Unlabelled image whose pooled SAMUS embedding is farthest from the labelled images")
         self.service = service
+        self.scheduler = scheduler
         self.decoded = decoded
         self.limits = limits
         self.frames_per_volume = frames_per_volume
@@ -34,7 +37,7 @@ class Diversity(Strategy):
         self._vectors: Dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def _vector(self, path: str, served) -> Optional[np.ndarray]:
+    def _vector(self, path: str, served, job) -> Optional[np.ndarray]:
         try:
             info = inspect_image(path, self.limits)
         except HTTPException as e:
@@ -46,8 +49,10 @@ class Diversity(Strategy):
                 return self._vectors[key]
         pixels = self.decoded.get(info)
         frames = np.unique(np.linspace(0, info.frames - 1, min(self.frames_per_volume, info.frames)).round().astype(int))
-        pooled = [served.predictor.embed(pixels[:, :, k])[0].embedding.mean(dim=(2, 3))[0].cpu().numpy()
-                  for k in frames]
+        pooled = []
+        for k in frames:  # one frame per turn: clicks of other users go first (scheduler.py)
+            with job.slot():
+                pooled.append(served.predictor.embed(pixels[:, :, k])[0].embedding.mean(dim=(2, 3))[0].cpu().numpy())
         v = np.mean(pooled, axis=0)
         v = v / (np.linalg.norm(v) + 1e-12)
         with self._lock:
@@ -65,13 +70,18 @@ class Diversity(Strategy):
         if len(labeled) > self.max_candidates:
             labeled = rng.sample(labeled, self.max_candidates)
         served = self.service.get()
-        cand = {i: self._vector(datastore.get_image_uri(i), served) for i in unlabeled}
+        try:
+            with self.scheduler.job("diversity", BATCH) as job:
+                cand = {i: self._vector(datastore.get_image_uri(i), served, job) for i in unlabeled}
+                L = [v for v in (self._vector(datastore.get_image_uri(i), served, job) for i in labeled)
+                     if v is not None]
+        except TooManyJobs as e:
+            raise too_many(str(e)) from None
         cand = {i: v for i, v in cand.items() if v is not None}
         if not cand:
             return None
         ids = list(cand)
         U = np.stack([cand[i] for i in ids])
-        L = [v for v in (self._vector(datastore.get_image_uri(i), served) for i in labeled) if v is not None]
         if L:
             distance = 1.0 - (U @ np.stack(L).T).max(axis=1)  # cosine distance to the nearest labelled image
             best = int(np.argmax(distance))

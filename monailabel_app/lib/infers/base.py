@@ -20,6 +20,9 @@ LABELS = ["object"]  # SAMUS segments whatever is clicked: one binary label
 
 
 class SamusInferBase(InferTask):
+    scheduler = None  # scheduler.Scheduler and encode_ahead.EncodeAhead, set by the app (main.py)
+    encode_ahead = None
+
     def __init__(self, services: Dict[str, ModelService], access: ImageAccess, decoded: DecodedImages,
                  limits: RequestLimits, description: str, config: Optional[Dict] = None, default: Optional[str] = None):
         self.services = dict(services) if isinstance(services, dict) else {services.name: services}

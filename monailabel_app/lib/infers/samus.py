@@ -7,6 +7,7 @@ from ..errors import bad_request, show
 from ..image_io import check_result_format, write_label
 from ..refinement import RefinementMemory
 from ..request_prompts import interactive_prompt, mask_input
+from ..scheduler import INTERACTIVE
 from .base import SamusInferBase
 
 
@@ -33,13 +34,16 @@ class SamusInfer(SamusInferBase):
             refined = previous is not None
 
         t1 = time.perf_counter()
-        try:
-            emb, cache_hit = self.embedding(served, info, frame)
-            t2 = time.perf_counter()
-            mask, score, logits = served.predictor.predict_embedding(emb, prompt.points, prompt.labels,
-                                                                     prompt.box, previous)
-        except ValueError as e:  # prompts or pixels the predictor refuses
-            raise bad_request(str(e)) from None
+        with self.scheduler.job("samus", INTERACTIVE) as job:  # clicks go before other users' long jobs
+            try:
+                with job.slot():
+                    emb, cache_hit = self.embedding(served, info, frame)
+                    t2 = time.perf_counter()
+                    mask, score, logits = served.predictor.predict_embedding(emb, prompt.points, prompt.labels,
+                                                                             prompt.box, previous)
+            except ValueError as e:  # prompts or pixels the predictor refuses
+                raise bad_request(str(e)) from None
+        self.encode_ahead.after_click(served, info, frame)
         t3 = time.perf_counter()
         self.memory.remember(info.key, frame, served.version, prompt, logits)
 
@@ -56,6 +60,7 @@ class SamusInfer(SamusInferBase):
             "variant": served.model,
             "area": int(mask.sum()),
             "label_names": {name: i + 1 for i, name in enumerate(self.labels)},
+            "scheduler": job.report(intervals=True),
             "latencies": {"pre": round(t1 - t0, 4), "encode": round(t2 - t1, 4), "decode": round(t3 - t2, 4),
                           "write": round(t4 - t3, 4), "total": round(t4 - t0, 4)},
         }

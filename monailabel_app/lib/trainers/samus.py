@@ -72,6 +72,8 @@ class SamusTrainTask(TrainTask):
         # Frozen-trunk models train on cached trunk features; the cache outlives runs (keyed by image content).
         self.feature_cache = os.path.join(model_dir, "feature_cache")
         self.stats_path = os.path.join(self.root, "train_stats.json")
+        sharing = service.conf.sharing
+        self.nice, self.threads = sharing.train_nice, sharing.train_threads  # --conf train_nice / train_threads
         self._config = {
             "name": "train_01",
             "max_epochs": 10,
@@ -185,11 +187,21 @@ class SamusTrainTask(TrainTask):
     # ---------------------------------------------------------------------------------------- run
     def __call__(self, request, datastore: Datastore):
         logger.info(f"Train request: {request}")
+        self.yield_to_clicks()
         opts, pairs = self.prepare(request, datastore)
         gpus = opts["gpus"]
         world_size = torch.cuda.device_count() if gpus == "all" else len(str(gpus).split(","))
         multi_gpu = opts["multi_gpu"] and world_size >= 2 and opts["device"].startswith("cuda")
         return self.run(opts, pairs, world_size if multi_gpu else 1)
+
+    def yield_to_clicks(self) -> None:
+        """MONAI Label runs this in its train subprocess, on the cores that serve clicks: a lower CPU priority
+        and fewer threads keep clicks fast while training runs (benchmarks/bench_sharing.py measures both). The
+        server never runs it itself (SamusApp.train refuses run_sync)."""
+        if self.nice:
+            os.nice(self.nice)
+        torch.set_num_threads(self.threads)
+        logger.info(f"training at niceness {os.nice(0)} with {self.threads} thread(s)")
 
     def current_file(self) -> str:
         return self.publish_path if os.path.isfile(self.publish_path) else self.base_path
@@ -282,6 +294,7 @@ class SamusTrainTask(TrainTask):
         stats.update(name=opts["name"], run_id=opts["run_id"], status=status, start_ts=opts["start_ts"],
                      total_epochs=opts["epochs"], mode=opts["mode"], config=opts["config"],
                      start_checkpoint=opts["start_checkpoint"], device=opts["device"], pid=os.getpid(),
+                     niceness=os.nice(0), threads=torch.get_num_threads(),
                      total_time=round(time.time() - opts["start_ts"], 1))
         stats.update(fields)
         dices = [h["val_dice"] for h in stats.get("history") or [] if h.get("val_dice") is not None]
