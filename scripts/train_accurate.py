@@ -39,13 +39,16 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", default=None)
+    p.add_argument("--max-rounds", type=int, default=2)
+    p.add_argument("--loss-every-round", action="store_true",
+                   help="loss on the first prompt and every corrective round (the first click learns every step)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(
         arch="lite_medsam", config=args.config, mode="full", lr=args.lr, lr_schedule="cosine", batch_size=8,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, bf16=True, threads=args.threads,
         feature_cache=args.cache, views=("orig",), out_dir=args.out, resume=args.resume, prompts="interactive",
-        max_rounds=2, mask_prob=0.7, box_prob=0.3, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
+        max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=0.3, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
         data_weights=WEIGHTS, progress_bar=False, tensorboard=False,
         data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra",
     )

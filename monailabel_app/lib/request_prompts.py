@@ -105,7 +105,7 @@ def parse_roi(request: dict, info: ImageInfo):
     v = [number(r, f"roi {show(roi)}") for r in roi]
     if len(roi) == 4:
         x0, y0, x1, y1 = v
-        frame = None
+        frame = 0 if info.frames == 1 else None  # a 2D image has one frame; a volume needs `slice`
     else:
         x0, x1, y0, y1, k0, k1 = v
         k0, k1 = sorted((k0, k1))
