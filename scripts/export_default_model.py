@@ -1,9 +1,10 @@
-"""Make a trained checkpoint the bundled default model, with the provenance the model card cites.
+"""Make a trained checkpoint a bundled model, with the provenance the model card cites.
 
     python scripts/export_default_model.py CHECKPOINT_OR_RUN_DIR --data "what it was trained on" \
         --command "samus train ..." [--command ...] [--history EARLIER_RUN/history.json ...]
 
-A run folder means its best.pt and history.json. The weights are stored unchanged (float32). The
+A run folder means its best.pt and history.json. The weights are stored unchanged (float32; `--half`
+stores float16, as for the accurate model, whose frozen trunk is not stored at all). The
 provenance keeps the checkpoint's own record, the commands, and the history of every run in the chain
 (earlier runs first), with the total training time.
 """
@@ -23,16 +24,19 @@ def main() -> int:
     ap.add_argument("--history", action="append", default=[], type=Path,
                     help="history.json of an earlier run this one continued from (repeatable, earliest first)")
     ap.add_argument("--out", type=Path, default=samus.DEFAULT_CHECKPOINT)
+    ap.add_argument("--half", action="store_true", help="store floating-point weights as float16")
+    ap.add_argument("--note", action="append", default=[], help="free text kept in the provenance (ablation...)")
     args = ap.parse_args()
     path = args.source / "best.pt" if args.source.is_dir() else args.source
     ckpt = read_checkpoint(path)
     runs = [json.loads(p.read_text()) for p in args.history]
     own = args.source / "history.json" if args.source.is_dir() else None
     runs.append(json.loads(own.read_text()) if own else (ckpt.extra or {}).get("history") or [])
-    model = samus.build_samus(None, checkpoint=ckpt)
+    model = samus.build_model(checkpoint=ckpt)
     provenance = dict(ckpt.provenance or {})
     provenance.update({
-        "source": "bundled default model (see MODEL_CARD.md)",
+        "source": "bundled model (see MODEL_CARD.md)",
+        "notes": args.note,
         "data": args.data,
         "commands": args.command,
         "best_epoch": (ckpt.extra or {}).get("epoch"),
@@ -40,7 +44,8 @@ def main() -> int:
         "training_seconds": round(sum(h.get("seconds", 0.0) for r in runs for h in r), 1),
         "history": runs,  # one list per run, earliest first
     })
-    samus.save_checkpoint(args.out, model, provenance)
+    samus.save_checkpoint(args.out, model, provenance, extra={"epoch": (ckpt.extra or {}).get("epoch")},
+                          half=args.half)
     print(json.dumps({k: provenance[k] for k in ("best_epoch", "epochs_run", "training_seconds", "val_dice")}))
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from samus.data import load_items
 from samus.train import TrainConfig, train
 
-WEIGHTS = {"busi": 1.0, "hc18": 0.7, "usgra": 1.5}
+WEIGHTS = {"busi": 1.0, "hc18": 1.0, "usgra": 1.5}
 
 
 def items(root: Path, split: str, limit=None):

@@ -83,10 +83,11 @@ def test_info_lists_tasks_and_strategies(client):
 def test_info_offers_both_bundled_models(client):
     info = client.info()
     # MONAI Label's way of offering a choice: a list in the task's config, the default first
-    assert info["models"]["samus"]["config"]["variant"] == ["accurate", "fast"]
+    other = "fast" if samus.DEFAULT_MODEL == "accurate" else "accurate"
+    assert info["models"]["samus"]["config"]["variant"] == [samus.DEFAULT_MODEL, other]
     assert info["models"]["samus_propagate"]["config"]["variant"] == ["fast", "accurate"]
     assert set(info["models"]["samus"]["variants"]) == {"accurate", "fast"}
-    assert {"samus", "samus_fast"} <= set(info["trainers"])  # each served model can be fine-tuned
+    assert {"samus", f"samus_{other}"} <= set(info["trainers"])  # each served model can be fine-tuned
 
 
 @pytest.mark.parametrize("variant", ["accurate", "fast"])
@@ -117,7 +118,9 @@ def test_the_models_keep_their_own_embeddings(client):
     _, accurate = client.infer("samus", "benign_13", {"foreground": [[x, y]], "variant": "accurate"})
     _, default = client.infer("samus", "benign_13", {"foreground": [[x, y]], "background": [[3, 3]]})
     assert fast["model_version"] != accurate["model_version"]
-    assert default["variant"] == "accurate" and default["cache_hit"] is True  # the accurate model's own entry
+    own = accurate if samus.DEFAULT_MODEL == "accurate" else fast
+    assert default["variant"] == samus.DEFAULT_MODEL and default["cache_hit"] is True  # the default's own entry
+    assert default["model_version"] == own["model_version"]
 
 
 def test_click_on_busi_images_matches_ground_truth(client, bundled_model):

@@ -79,6 +79,14 @@ def _config(v: str) -> str:
 MODEL_NAMES = ("accurate", "fast", "custom")  # lib/configs
 
 
+def bundled_order() -> Tuple[str, ...]:
+    """Both bundled models, the library's default first (samus.DEFAULT_MODEL: the one measured best for
+    clicks, see MODEL_CARD.md)."""
+    from samus import DEFAULT_MODEL
+
+    return (DEFAULT_MODEL,) + tuple(n for n in ("accurate", "fast") if n != DEFAULT_MODEL)
+
+
 def _models(v: str) -> Tuple[str, ...]:
     names = tuple(n.strip() for n in v.split(",") if n.strip())
     bad = [n for n in names if n not in MODEL_NAMES]
@@ -194,7 +202,8 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
                    "or a samus checkpoint (served as the `custom` model)", None),
     "config": (_config, f"one of {', '.join(CONFIGS)}", None),
     "models": (_models, "comma-separated served models from accurate, fast, custom (the first is the default "
-               "for clicks; custom = --conf checkpoint); default accurate,fast, or custom with a checkpoint", None),
+               "for clicks; custom = --conf checkpoint); default both bundled ones, the library's default first, "
+               "or custom with a checkpoint", None),
     "propagation_model": (_model_name, "a served model (default: fast when served, else the first)", None),
     "device": (_device, "auto, cpu, cuda or cuda:N", "auto"),
     "precision": (_precision, f"auto or one of {', '.join(PRECISIONS)}", "auto"),
@@ -249,7 +258,7 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
             raise ConfError(f"--conf {key} {raw!r}: {e}; accepted: {what}") from None
     if values["precision"] == "auto":
         values["precision"] = "bf16" if native_bf16(values["device"]) else "fp32"
-    models = values["models"] or (("custom",) if values["checkpoint"] else ("accurate", "fast"))
+    models = values["models"] or (("custom",) if values["checkpoint"] else bundled_order())
     if "custom" in models and not values["checkpoint"]:
         raise ConfError("--conf models names custom, which needs --conf checkpoint PATH")
     if values["checkpoint"] and "custom" not in models:
