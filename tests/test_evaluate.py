@@ -360,9 +360,14 @@ def test_predict_errors_on_files_and_frames(tiny_checkpoint, volume, tmp_path, c
 @pytest.mark.parametrize("variant", ["accurate", "fast"])
 def test_bundled_model_segments_the_sample_busi_images(tmp_path, variant):
     model = samus.load_default_model(model=variant)
-    report = ev.evaluate(samus.SamusPredictor(model), folder_items(SAMPLES, split=None), protocols=("1click",),
+    report = ev.evaluate(samus.SamusPredictor(model), folder_items(SAMPLES, split=None), protocols=("1click", "box"),
                          out_dir=tmp_path, n_overlays=1)
     assert report["n_images"] == 7
-    # The fast model scores 0.84 here (0.69 on the whole BUSI test split), the accurate one more; a broken
-    # model or pipeline falls far below.
-    assert report["summary"]["1click"]["dice"]["mean"] > 0.75
+    # The fast model scores 0.84 from one click here (0.69 on the whole BUSI test split); the accurate one is
+    # weaker from one click and far better from a box (MODEL_CARD.md). A broken model or pipeline falls far
+    # below these.
+    one_click, box = (report["summary"][p]["dice"]["mean"] for p in ("1click", "box"))
+    if variant == "fast":
+        assert one_click > 0.75
+    else:
+        assert one_click > 0.4 and box > 0.85, (one_click, box)
