@@ -507,6 +507,10 @@ class SamusDataset(Dataset):
     positive clicks (+ `neg_clicks` negatives), the authors' rule; `interactive`: the varied first prompt of
     `samus.prompts.first_prompt` as `max_points` rows padded with label -1 (boxes as corner labels 2 / 3).
     `train=False`: no augmentation, the deterministic middle click, tight box.
+
+    `model` (a LiteMedSAM-based model, say) places images and masks on its own canvas and sets the low-res
+    size; `features` (its `FeatureCache`) replaces the image by the frozen trunk's cached output
+    (`embedding`), and the augmentation is then the choice among cached `views`.
     """
 
     def __init__(self, items: Sequence[Item], train: bool = True, augment: bool = True, clicks: int = 1,

@@ -1,5 +1,5 @@
 """The SAMUS model: SAMUS image encoder + SAM's prompt encoder and mask decoder at 256x256."""
-from typing import Optional
+import copy
 
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
@@ -59,8 +59,6 @@ class Samus(PromptableModel):
     def inference_encoder(self, dtype: torch.dtype = torch.float32):
         encoder = self.image_encoder
         if dtype != torch.float32:
-            import copy
-
             encoder = copy.deepcopy(encoder).to(dtype)
         # The position adapter does not depend on the image: run it once, not per frame.
         with torch.inference_mode():
