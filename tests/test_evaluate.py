@@ -253,7 +253,7 @@ def test_evaluate_command_on_several_data_sets(tiny_checkpoint, tmp_path, capsys
             np.mean([r["first_contains_click"] for r in report["rows"] if r["protocol"] == "1click"]))
     with open(out / "click_curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 3  # data sets x protocols x clicks
+    assert len(rows) == 2 * len(ev.CLICK_PROTOCOLS) * 3  # data sets x click protocols (kclick, kclick_nomask, box_kclick) x clicks
     assert Image.open(out / "click_curve.png").size[0] > 100
 
 

@@ -159,8 +159,9 @@ def _build_model(cfg: TrainConfig):
     return build_samus(config=config, checkpoint=cfg.checkpoint), None
 
 
-def _feature_cache(cfg: TrainConfig, model, items: Sequence[Item]):
-    """The filled feature cache of a frozen-trunk model (None for models whose encoder trains)."""
+def _feature_cache(cfg: TrainConfig, model, train_items: Sequence[Item], val_items: Sequence[Item]):
+    """The filled feature cache of a frozen-trunk model (None for models whose encoder trains): every cached
+    view of the training images, the plain view of the validation images."""
     if not hasattr(model.image_encoder, "trunk"):
         if cfg.feature_cache:
             raise ValueError(f"{model.arch} trains its image encoder; feature_cache needs a frozen-trunk model")
@@ -170,10 +171,12 @@ def _feature_cache(cfg: TrainConfig, model, items: Sequence[Item]):
     from .feature_cache import FeatureCache
 
     cache = FeatureCache(cfg.feature_cache, model)
-    todo = cache.missing(items, cfg.views)
-    if todo:
-        log.info("feature cache %s: encoding %d image views (about 1 s each on a CPU)", cache.root, len(todo))
-        cache.fill(items, cfg.views, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    for items, views in ((train_items, cfg.views), (val_items, ("orig",))):
+        todo = cache.missing(items, views)
+        if todo:
+            log.info("feature cache %s: encoding %d image views (about 1 s each on a CPU)", cache.root, len(todo))
+            cache.fill(items, views, dtype=dtype)
     return cache
 
 
@@ -264,7 +267,7 @@ def _train(cfg, train_items, val_items, progress, should_stop, device, dd: _Dist
         start_epoch, history, best_dice = int(state["epoch"]), list(state.get("history", [])), state.get("best_dice")
 
     t0 = time.time()
-    features = _feature_cache(cfg, model, list(train_items) + list(val_items))
+    features = _feature_cache(cfg, model, train_items, val_items)
     on_canvas = dict(model=model if model.arch != "samus" else None, features=features)
     train_ds = SamusDataset(train_items, train=True, augment=cfg.augment, clicks=cfg.clicks,
                             neg_clicks=cfg.neg_clicks, seed=cfg.seed, prompts=cfg.prompts,
