@@ -66,12 +66,13 @@ def test_stale_entries_are_never_used(lite, items, tmp_path):
     with torch.no_grad():
         next(other.image_encoder.trunk.parameters()).add_(1e-3)
     assert FeatureCache(tmp_path, other).root != cache.root
-    # a damaged entry is reported, and encoded again by the next fill
+    # a damaged entry is reported and dropped, so the next fill encodes it again
     cache.fill([item])
     cache.path(item).write_bytes(b"broken")
     with pytest.raises(ValueError, match="missing or damaged"):
         cache.load(item)
-    assert cache.missing([item]) == [] and cache.get(item) is None
+    assert cache.missing([item]) == [(item, "orig")] and cache.get(item) is None
+    assert cache.fill([item]) == 1 and cache.get(item).shape == (256, 64, 64)
 
 
 def test_training_on_cached_features_writes_a_loadable_model(items, tmp_path, one_thread):

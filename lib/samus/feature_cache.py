@@ -9,7 +9,7 @@ written atomically; an interrupted fill resumes where it stopped.
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,21 +61,21 @@ class FeatureCache:
         return self.root / name[:2] / f"{name}.npy"
 
     def get(self, item: Item, view: str = "orig") -> Optional[torch.Tensor]:
-        p = self.path(item, view)
-        if not p.is_file():
-            return None
+        """`load`, or None for an entry that is missing or damaged."""
         try:
-            a = np.load(p, allow_pickle=False)
-        except (ValueError, OSError):
-            return None  # damaged entry: encode again
-        return torch.from_numpy(a)
+            return self.load(item, view)
+        except ValueError:
+            return None
 
     def load(self, item: Item, view: str = "orig") -> torch.Tensor:
-        """A cached entry as float16 (memory-mapped: processes training on the same cache share the pages)."""
+        """A cached entry as float16 (memory-mapped: processes training on the same cache share the pages). A
+        damaged entry is removed, so that the next `fill` encodes it again."""
         p = self.path(item, view)
         try:
             return torch.from_numpy(np.array(np.load(p, mmap_mode="r", allow_pickle=False)))
         except (OSError, ValueError) as e:
+            if p.is_file():
+                p.unlink()
             raise ValueError(f"feature cache entry {p} for {item['image']} ({view}) is missing or damaged: {e}; "
                              f"fill the cache again") from None
 
@@ -83,9 +83,10 @@ class FeatureCache:
         return [(it, v) for it in items for v in views if not self.path(it, v).is_file()]
 
     @torch.inference_mode()
-    def fill(self, items: Sequence[Item], views: Sequence[str] = ("orig",), batch_size: int = 4,
+    def fill(self, items: Sequence[Item], views: Sequence[str] = ("orig",), batch_size: int = 1,
              dtype: torch.dtype = torch.float32, progress: Optional[Callable[[int, int], None]] = None) -> int:
-        """Encode every (item, view) not cached yet; returns how many were encoded."""
+        """Encode every (item, view) not cached yet; returns how many were encoded. (On a 2-core CPU a batch of
+        one was fastest per image for the TinyViT: 0.9 s against 2.0 s per image in batches of four.)"""
         todo = list({str(self.path(it, v)): (it, v) for it, v in self.missing(items, views)}.values())  # same file once
         encode = self.model.trunk_encoder(dtype)
         done = 0
