@@ -140,3 +140,16 @@ def test_resuming_from_chain_ends_gives_the_one_shot_masks(tiny_predictor, lose)
     assert stopped == set(whole.stopped_at)
     if lose:
         assert whole.stopped_at  # the lost-object path was exercised
+
+
+def test_derived_prompt_maps_through_a_padded_canvas():
+    # LiteMedSAM's canvas: a 300 x 600 image fills the top 128 rows of 256; its logits are 256 x 256.
+    from samus.geometry import LongestSideAndPad
+
+    logits = np.full((256, 256), -5.0)
+    logits[40:80, 100:160] = 5.0  # 2.34 original pixels per cell: an object at x 235-373, y 94-186
+    p = derived_prompt(logits, (300, 600), box_margin=0.0, geometry=LongestSideAndPad(256))
+    (x, y), = p.points
+    assert 235 <= x <= 373 and 94 <= y <= 186, (x, y)
+    x0, y0, x1, y1 = p.box
+    assert abs(x0 - 235) < 3 and abs(x1 - 373) < 3 and abs(y0 - 94) < 3 and abs(y1 - 186) < 3, p.box

@@ -41,6 +41,7 @@ class Predictor:
 
     def __init__(self, lost=()):
         self.lost = set(lost)
+        self.model = SimpleNamespace(geometry=None)  # derived prompts use SAMUS's canvas (samus.propagate)
 
     def encode_frames(self, frames, keys, batch_size=8):
         return [SimpleNamespace(original_size=np.shape(f)[:2], key=k) for f, k in zip(frames, keys)]

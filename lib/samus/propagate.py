@@ -22,7 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 from .predictor import ImageEmbedding, SamusPredictor
-from .preprocess import to_original_coords, to_unit_grayscale
+from .geometry import StretchToSquare
+from .preprocess import to_unit_grayscale
 from .prompts import interior_distance
 
 DIRECTIONS = ("both", "forward", "backward")
@@ -73,10 +74,11 @@ class PropagationOptions:
 
 
 def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], positives: int = 1,
-                   negatives: int = 0, box_margin: Optional[float] = None) -> FramePrompt:
+                   negatives: int = 0, box_margin: Optional[float] = None, geometry=None) -> FramePrompt:
     """Clicks for the next frame from this frame's low-res logits: the deepest interior point first (the
     place least likely to have left the object after a small motion), then further interior points by
-    farthest-point sampling, and negatives on a ring just outside the object."""
+    farthest-point sampling, and negatives on a ring just outside the object. `geometry` is the model's
+    canvas (`model.geometry`; default SAMUS's: a stretch to twice the logits' size)."""
     mask = low_res_logits > 0
     size = mask.shape[0]
     if not mask.any():  # the full-size mask had pixels the low-res one lacks: take the most confident one
@@ -97,9 +99,10 @@ def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], p
                 picked.append(tuple(ring_pts[int(np.argmin(np.abs(np.angle(np.exp(1j * (angle - a))))))]))
                 labels.append(0)
     yx = np.array(picked, dtype=np.float64)
-    # Low-res grid -> model input space (x 2) -> original pixels.
-    xy_model = (yx[:, ::-1] + 0.5) * 2 - 0.5
-    points = to_original_coords(xy_model, original_size, 2 * size)
+    geometry = geometry or StretchToSquare(2 * size)
+    cell = geometry.size / size  # canvas pixels per low-res cell (2 for SAMUS, 1 for LiteMedSAM)
+    # Low-res grid -> the model's canvas -> original pixels (through the padding, if the model pads).
+    points = geometry.original_coords((yx[:, ::-1] + 0.5) * cell - 0.5, original_size)
     h, w = original_size
     points = np.clip(points, 0, [w - 1, h - 1])
     box = None
@@ -107,7 +110,7 @@ def derived_prompt(low_res_logits: np.ndarray, original_size: Tuple[int, int], p
         (y0, x0), (y1, x1) = np.argwhere(mask).min(0), np.argwhere(mask).max(0)
         grow = box_margin * np.array([x1 - x0 + 1, y1 - y0 + 1]) / 2
         corners = np.array([[x0, y0] - grow, [x1, y1] + grow])
-        corners = to_original_coords((corners + 0.5) * 2 - 0.5, original_size, 2 * size)
+        corners = geometry.original_coords((corners + 0.5) * cell - 0.5, original_size)
         box = np.clip(corners, 0, [w - 1, h - 1]).reshape(4)
     return FramePrompt(points, np.array(labels, dtype=np.int64), box)
 
@@ -229,7 +232,7 @@ def propagate(
             batch = order[start:start + opts.batch_size]
             for k, emb in zip(batch, embeddings(batch)):
                 p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
-                                   opts.box_margin)
+                                   opts.box_margin, predictor.model.geometry)
                 mask_input = low_res[prev] if opts.use_mask_input else None
                 if opts.track_motion or opts.carry_seed_clicks:
                     motion = frame_motion(get_frame(prev), get_frame(k), result.masks[prev])
