@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .augment import augment_pair
+from .geometry import StretchToSquare
 from .preprocess import preprocess_image, to_unit_grayscale
 from .prompts import first_prompt, jittered_box, middle_click, random_clicks, tight_box
 
@@ -416,12 +417,7 @@ def load_items(root, split: Optional[str], layout: str = "auto", class_id=1) -> 
 # ----------------------------------------------------------------------------------------------- dataset
 def resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     """H x W bool -> size x size uint8 tensor (nearest, as the authors)."""
-    m = np.asarray(mask, dtype=np.uint8)
-    h, w = m.shape
-    # nearest-exact (the source pixel under each target pixel centre) by indexing: much faster than interpolate
-    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
-    return torch.from_numpy(np.ascontiguousarray(m[rows[:, None], cols[None, :]]))
+    return StretchToSquare(size).mask(mask)
 
 
 def _load_pair(item: Item, cache: Optional[dict]) -> Tuple[np.ndarray, np.ndarray]:

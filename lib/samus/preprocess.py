@@ -3,7 +3,8 @@ from typing import Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .geometry import StretchToSquare
 
 # ITU-R BT.601 luma, as OpenCV's grayscale conversion (the authors read images with cv2 flag 0).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -53,10 +54,7 @@ def preprocess_image(image, size: int = 256) -> torch.Tensor:
 
 def resize_unit_grayscale(gray: np.ndarray, size: int = 256) -> torch.Tensor:
     """The resize half of `preprocess_image`, for an image `to_unit_grayscale` already produced."""
-    g = torch.from_numpy(np.ascontiguousarray(gray))[None, None]
-    if g.shape[-2:] != (size, size):
-        g = F.interpolate(g, size=(size, size), mode="bilinear", align_corners=False)
-    return g
+    return StretchToSquare(size).image(gray)
 
 
 def to_model_coords(xy: np.ndarray, original_size: Tuple[int, int], size: int = 256) -> np.ndarray:
@@ -64,13 +62,8 @@ def to_model_coords(xy: np.ndarray, original_size: Tuple[int, int], size: int = 
 
     Pixel centres map to pixel centres: (x + 0.5) * size / W - 0.5 (the prompt encoder adds the 0.5 back).
     """
-    h, w = original_size
-    xy = np.asarray(xy, dtype=np.float64)
-    scale = np.array([size / w, size / h])
-    return (xy + 0.5) * scale - 0.5
+    return StretchToSquare(size).coords(xy, original_size)
 
 
 def to_original_coords(xy: np.ndarray, original_size: Tuple[int, int], size: int = 256) -> np.ndarray:
-    h, w = original_size
-    scale = np.array([w / size, h / size])
-    return (np.asarray(xy, dtype=np.float64) + 0.5) * scale - 0.5
+    return StretchToSquare(size).original_coords(xy, original_size)

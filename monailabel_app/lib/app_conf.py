@@ -70,11 +70,16 @@ def _checkpoint(v: str) -> str:
     return path
 
 
-def _config(v: str) -> str:
-    if v not in CONFIGS:
-        raise ValueError(f"unknown configuration")
-    return v
+def _one_of(choices, what: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v not in choices:
+            raise ValueError(f"unknown {what}")
+        return v
 
+    return parse
+
+
+_config = _one_of(CONFIGS, "configuration")
 
 MODEL_NAMES = ("accurate", "fast", "custom")  # lib/configs
 
@@ -82,9 +87,9 @@ MODEL_NAMES = ("accurate", "fast", "custom")  # lib/configs
 def bundled_order() -> Tuple[str, ...]:
     """Both bundled models, the library's default first (samus.DEFAULT_MODEL: the one measured best for
     clicks, see MODEL_CARD.md)."""
-    from samus import DEFAULT_MODEL
+    from samus import BUNDLED_MODELS, DEFAULT_MODEL
 
-    return (DEFAULT_MODEL,) + tuple(n for n in ("accurate", "fast") if n != DEFAULT_MODEL)
+    return (DEFAULT_MODEL,) + tuple(n for n in BUNDLED_MODELS if n != DEFAULT_MODEL)
 
 
 def _models(v: str) -> Tuple[str, ...]:
@@ -95,10 +100,7 @@ def _models(v: str) -> Tuple[str, ...]:
     return names
 
 
-def _model_name(v: str) -> str:
-    if v not in MODEL_NAMES:
-        raise ValueError(f"unknown model")
-    return v
+_model_name = _one_of(MODEL_NAMES, "model")
 
 
 def _device(v: str) -> str:

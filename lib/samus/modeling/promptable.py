@@ -57,8 +57,12 @@ class PromptableModel(nn.Module):
     def inference_encoder(self, dtype: torch.dtype = torch.float32) -> InferenceEncoder:
         """A callable batch -> embeddings for inference; bf16 runs a bf16 copy of the encoder (autocast would
         re-cast every weight on every frame)."""
-        encoder = self.image_encoder if dtype == torch.float32 else copy.deepcopy(self.image_encoder).to(dtype)
+        encoder = self.encoder_in(dtype)
         return InferenceEncoder(lambda batch: encoder(batch.to(dtype)))
+
+    def encoder_in(self, dtype: torch.dtype) -> nn.Module:
+        """The image encoder itself for float32, else a copy converted to `dtype`."""
+        return self.image_encoder if dtype == torch.float32 else copy.deepcopy(self.image_encoder).to(dtype)
 
     # ---- prompting ----------------------------------------------------------------------------------------
     def decode(

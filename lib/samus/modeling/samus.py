@@ -1,5 +1,4 @@
 """The SAMUS model: SAMUS image encoder + SAM's prompt encoder and mask decoder at 256x256."""
-import copy
 
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
@@ -57,9 +56,7 @@ class Samus(PromptableModel):
         return self.pixel_mean.device
 
     def inference_encoder(self, dtype: torch.dtype = torch.float32):
-        encoder = self.image_encoder
-        if dtype != torch.float32:
-            encoder = copy.deepcopy(encoder).to(dtype)
+        encoder = self.encoder_in(dtype)
         # The position adapter does not depend on the image: run it once, not per frame.
         with torch.inference_mode():
             pos_embed = encoder.position_embedding()
