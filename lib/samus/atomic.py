@@ -1,7 +1,9 @@
 """Atomic file replacement: readers see the old file or the new one, never a partial one."""
 import contextlib
+import json
 import os
 import tempfile
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -19,3 +21,9 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path, obj, indent: int = 2, allow_nan: bool = True) -> None:
+    """`obj` as JSON at `path`, replaced atomically (the folder is created when missing)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=indent, allow_nan=allow_nan))

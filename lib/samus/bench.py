@@ -8,8 +8,6 @@ Prints medians over repeated runs on the same machine and thread count:
 - a click on a cached embedding (prompt encoder + mask decoder + upsampling + threshold),
 and the peak resident memory of a separate process that loads the model and encodes one frame.
 """
-import json
-import os
 import resource
 import statistics
 import subprocess
@@ -115,23 +113,3 @@ def report(r: dict) -> str:
         lines.append(f"  ours bf16 vs SAM ViT-B @1024 fp32: {r['sam_vit_b_1024_fp32_s'] / r['encoder_bf16_s']:.1f}x faster")
         lines.append(f"  ours fp32 vs SAM ViT-B @1024 fp32: {r['sam_vit_b_1024_fp32_s'] / r['encoder_fp32_s']:.1f}x faster")
     return "\n".join(lines)
-
-
-def _main(args) -> int:
-    r = run(args.config, args.repeats, args.sam_repeats, args.threads, args.skip_sam)
-    print(report(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="time the encoder, a click and peak memory (prints medians)")
-    p.add_argument("--config", default="vit_b")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--sam-repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--skip-sam", action="store_true", help="skip SAM ViT-B @1024 (about 9 s a run)")
-    p.add_argument("--json", help="also write the numbers to this JSON file")
-    p.set_defaults(func=_main)

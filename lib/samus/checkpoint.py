@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +24,7 @@ from .atomic import atomic_path
 from .configs import CONFIGS, SamusConfig
 from .modeling.lite_medsam import LITE_MEDSAM_CONFIGS, LiteMedSamConfig, lite_medsam_to_ours
 from .modeling.tiny_vit_encoder import is_lite_medsam_state_dict
+from .plain import to_plain
 
 FORMAT_NAME = "samus-checkpoint"
 FORMAT_VERSION = 1
@@ -164,20 +164,6 @@ def _check_matches(path: str, expected: Dict[str, torch.Tensor], got: Dict[str, 
         raise CheckpointError(f"checkpoint {path} does not fit the model: " + "; ".join(problems))
 
 
-def _plain(value):
-    """Metadata as plain Python: numpy scalars (validation means, for one) would make the file
-    unreadable by the safe loader, which refuses every non-tensor class."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None,
                     half: bool = False) -> str:
     """Write the project's format atomically (temporary file in the same folder, then rename).
@@ -201,8 +187,8 @@ def save_checkpoint(path, model, provenance: Optional[Dict[str, Any]] = None, ex
         "config": model.config_name,
         "config_dict": {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.to_dict().items()},
         "model": sd,
-        "provenance": _plain(provenance or {}),
-        "extra": _plain(extra or {}),
+        "provenance": to_plain(provenance or {}),
+        "extra": to_plain(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -239,9 +225,3 @@ def download_sam_vit_b(dest, url: str = SAM_VIT_B_URL, md5: str = SAM_VIT_B_MD5,
         raise RuntimeError(f"checksum mismatch for {url}: md5 {digest.hexdigest()} != {md5}")
     os.replace(tmp, dest)
     return dest
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("download", help="download SAM ViT-B (to initialise vit_b training); needs internet")
-    p.add_argument("--out", default="checkpoints/sam_vit_b_01ec64.pth")
-    p.set_defaults(func=lambda a: print(download_sam_vit_b(a.out)) or 0)

@@ -5,7 +5,7 @@
 SAM prompt encoder and mask decoder) with narrower and shallower layers, for the bundled default model
 and for fast tests.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, Tuple
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .data import Item, load_image
+from .data.items import Item
+from .io import load_image
 from .preprocess import to_unit_grayscale
 
 VIEWS = ("orig", "hflip")  # augmentation views that are cached (a flip is exact on the masks and prompts)

@@ -21,7 +21,7 @@ import numpy as np
 from filelock import FileLock
 
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
-from samus.data import IMAGE_EXTS, VOLUME_EXTS, read_array
+from samus.io import IMAGE_EXTS, VOLUME_EXTS, read_array
 
 from .app_conf import RequestLimits
 from .errors import bad_request, conflict, not_found, show, too_large

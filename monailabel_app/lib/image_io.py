@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
-from samus.data import IMAGE_EXTS, VOLUME_EXTS, read_array, read_header
+from samus.io import IMAGE_EXTS, VOLUME_EXTS, read_array, read_header
 
 from .app_conf import RequestLimits
 from .errors import bad_request, too_large

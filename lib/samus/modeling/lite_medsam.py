@@ -13,7 +13,6 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 from segment_anything.modeling.common import LayerNorm2d
 

@@ -28,7 +28,8 @@ from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import device_list, name_to_device
 from samus import read_checkpoint
 from samus.atomic import atomic_path
-from samus.train import train_on_pairs
+from samus.predictor import PRECISIONS as MODEL_PRECISIONS
+from samus.train import train_on_pairs, trainer_option_defaults
 
 from ..errors import show
 from ..model_service import ModelService
@@ -36,7 +37,9 @@ from ..model_service import ModelService
 logger = logging.getLogger(__name__)
 
 TRAIN_MODES = ["auto", "adapter", "full"]
-PRECISIONS = ["fp32", "bf16"]
+PRECISIONS = list(MODEL_PRECISIONS)
+# The options that are TrainConfig fields take their defaults from it (samus.train.config).
+TRAINING_DEFAULTS = trainer_option_defaults()
 
 
 class TrainRequestError(ValueError):
@@ -76,15 +79,15 @@ class SamusTrainTask(TrainTask):
         self.nice, self.threads = sharing.train_nice, sharing.train_threads  # --conf train_nice / train_threads
         self._config = {
             "name": "train_01",
-            "max_epochs": 10,
+            "max_epochs": TRAINING_DEFAULTS["max_epochs"],
             "val_split": 0.2,
-            "train_batch_size": 4,
-            "learning_rate": 1e-4,
+            "train_batch_size": TRAINING_DEFAULTS["train_batch_size"],
+            "learning_rate": TRAINING_DEFAULTS["learning_rate"],
             "train_mode": TRAIN_MODES,  # auto: the official freezing rule for vit_b, everything for smaller models
             "precision": PRECISIONS,
-            "max_rounds": 3,  # corrective clicks simulated per sample, drawn from 0..max_rounds
-            "max_steps_per_epoch": 0,  # 0 = whole epochs
-            "seed": 1234,
+            "max_rounds": TRAINING_DEFAULTS["max_rounds"],  # corrective clicks per sample, drawn from 0..max_rounds
+            "max_steps_per_epoch": TRAINING_DEFAULTS["max_steps_per_epoch"],  # 0 = whole epochs
+            "seed": TRAINING_DEFAULTS["seed"],
             "device": device_list(),
             "multi_gpu": True,
             "gpus": "all",

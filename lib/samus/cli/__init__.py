@@ -1,18 +1,19 @@
-"""The `samus` command line: train, evaluate, predict, bench, download."""
+"""The `samus` command line: train, evaluate, predict, bench, download (one module per command; each
+module's `register(subparsers)` adds its sub-command)."""
 import argparse
-import importlib
 import sys
 from typing import List, Optional
 
-# Each module owns its sub-commands through a `register(subparsers)` function.
-_COMMAND_MODULES = ("samus.train", "samus.evaluate", "samus.bench", "samus.checkpoint")
+from . import bench, download, evaluate, predict, train
+
+_COMMANDS = (train, evaluate, predict, bench, download)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samus", description="SAMUS: point-prompted ultrasound segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for command in _COMMANDS:
+        command.register(sub)
     return parser
 
 
@@ -23,7 +24,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # bad input: a readable message, not a traceback
         print(f"samus {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,10 +14,11 @@ import torch
 
 import samus
 from samus.checkpoint import read_checkpoint
-from samus.data import folder_items
+from samus.data import ALL_CLASSES, folder_items
 from samus.train import TrainConfig, split_items, train, train_on_pairs
+from toy_data import two_class_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "busi"
 
 
@@ -170,7 +171,7 @@ def test_cli_train(tmp_path, capsys):
 _DDP_SCRIPT = """
 import hashlib, json, os, sys
 import torch
-from samus.data import folder_items
+from samus.data import ALL_CLASSES, folder_items
 from samus.train import TrainConfig, train
 
 out, samples = sys.argv[1], sys.argv[2]
@@ -211,3 +212,15 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
     assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     torch.manual_seed(0)
     assert _state_hash(samus.build_samus("tiny").state_dict()) != r0["hash"]
+
+
+def test_session_with_rounds_trains_and_lowers_the_loss(tmp_path):
+    items = folder_items(two_class_folder(tmp_path / "toy", 3), "train", ALL_CLASSES)
+    cfg = TrainConfig(config="tiny", mode="full", lr=3e-3, batch_size=6, epochs=5, out_dir=str(tmp_path / "run"),
+                      tensorboard=False, progress_bar=False, seed=0, max_rounds=3,
+                      augment=False, samples_per_epoch=12)
+    result = train(cfg, items, items, progress=None)
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0] - 0.05, losses
+    curves = result["history"][-1]["val_curves"]
+    assert set(curves) == {""} and len(curves[""]) == 3  # one unnamed data set, Dice after 1..3 clicks

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from samus.prompts import jittered_box, middle_click, random_clicks, tight_box
+from samus.prompts import PAD_LABEL, first_prompt, jittered_box, middle_click, random_clicks, tight_box
 
 
 def _mask():
@@ -72,3 +72,25 @@ def test_tight_and_jittered_box():
 def test_clicks_reject_non_2d_masks():
     with pytest.raises(ValueError, match="2D"):
         middle_click(np.zeros((2, 4, 4), bool))
+
+
+def test_first_prompts_vary_and_respect_the_mask():
+    m = np.zeros((256, 256), bool)
+    m[80:160, 90:200] = True
+    rng = np.random.default_rng(3)
+    kinds = set()
+    for _ in range(200):
+        coords, labels = first_prompt(m, rng, 8)
+        assert coords.shape == (8, 2) and labels.shape == (8,)
+        real = labels != PAD_LABEL
+        assert real.sum() >= 1 and np.all(labels[real.sum():] == PAD_LABEL)  # padding only at the end
+        for (x, y), lab in zip(coords[real], labels[real]):
+            if lab in (0, 1):
+                assert m[int(y), int(x)] == bool(lab)
+        has_box = 2 in labels
+        kinds.add("box" if has_box else ("negatives" if 0 in labels else ("several" if real.sum() > 1 else "one")))
+        if has_box:
+            x1, y1 = coords[labels == 2][0]
+            x2, y2 = coords[labels == 3][0]
+            assert abs(x1 - 90) < 10 and abs(y1 - 80) < 10 and abs(x2 - 199) < 10 and abs(y2 - 159) < 10
+    assert kinds == {"box", "negatives", "several", "one"}

@@ -1,4 +1,4 @@
-"""Simulated interactive sessions: the click-simulation training of interactive segmentation models.
+"""Click simulation (simulated interactive sessions): the click-simulation training of interactive segmentation models.
 
 The recipe of RITM and SAM: after a first prompt the model predicts, a simulated user clicks into the
 largest error region (positive in a miss, negative in a false alarm, away from the region's border), and
@@ -83,7 +83,7 @@ def corrective_clicks(model, low_logits: torch.Tensor, masks: torch.Tensor, rng:
     return torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
 
 
-class InteractiveSession(nn.Module):
+class ClickSimulation(nn.Module):
     """A whole simulated session in one forward call (DistributedDataParallel needs exactly one).
 
     forward(images, coords, labels, masks, rounds, rng) encodes the images once, runs `rounds` corrective

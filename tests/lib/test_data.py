@@ -12,7 +12,7 @@ from samus.data import (SamusDataset, binarize_mask, decode_item, detect_layout,
                         load_items, load_mask, pair_items, us30k_items, volume_items)
 from samus.prompts import middle_click
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "busi"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "busi"
 
 
 def _png(path: Path, array: np.ndarray) -> Path:

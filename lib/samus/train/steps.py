@@ -1,0 +1,60 @@
+"""One training step: the batch's prompts, the simulated session, the loss and the optimizer step.
+
+`step_loss` is the whole per-step objective; a new loss term belongs there.
+"""
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..click_simulation import click_logits
+from ..losses import iou_head_loss
+from ..prompts import BOX_BR_LABEL, BOX_TL_LABEL
+from .config import TrainConfig
+
+
+def prompt_rows(batch, box: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The batch's first prompts as padded rows; with `box` the jittered box is appended as corner rows."""
+    coords, labels = batch["point_coords"], batch["point_labels"]
+    if box:
+        b = batch["box"]
+        corners = torch.stack([b[:, :2], b[:, 2:]], 1)
+        corner_labels = torch.tensor([BOX_TL_LABEL, BOX_BR_LABEL]).expand(len(b), 2)
+        coords, labels = torch.cat([coords, corners], 1), torch.cat([labels, corner_labels], 1)
+    return coords, labels
+
+
+def step_loss(outputs: Sequence[Tuple[torch.Tensor, ...]], target: torch.Tensor, criterion, cfg: TrainConfig,
+              img_size: int) -> torch.Tensor:
+    """The loss of one step, averaged over the rounds that carry one: SAMUS's Dice + BCE on the low-res
+    logits, plus the optional IoU-head and click terms. `outputs` are ClickSimulation's
+    (low-res logits, IoU prediction, prompt coords, prompt labels) rows."""
+    loss = 0.0
+    for low, iou, final_coords, final_labels in outputs:
+        loss = loss + criterion(low, target)
+        if cfg.iou_loss_weight:
+            loss = loss + cfg.iou_loss_weight * iou_head_loss(low, iou, target)
+        if cfg.click_loss_weight:
+            at_clicks, click_targets = click_logits(low, final_coords, final_labels, img_size)
+            loss = loss + cfg.click_loss_weight * F.binary_cross_entropy_with_logits(at_clicks, click_targets)
+    return loss / len(outputs)
+
+
+def train_step(run, batch, epoch: int, step: int) -> torch.Tensor:
+    """Simulate a session on `batch`, take the loss and update the weights; -> the (detached) loss."""
+    cfg, device = run.cfg, run.device
+    images = batch["image"].to(device, non_blocking=True) if "image" in batch else None
+    feats = batch["embedding"].to(device).float() if "embedding" in batch else None
+    if cfg.channels_last and images is not None:
+        images = images.contiguous(memory_format=torch.channels_last)
+    coords, labels = prompt_rows(batch, cfg.box and cfg.prompts == "fixed")
+    rng = np.random.default_rng([cfg.seed, epoch, step, run.ctx.rank])  # resumed runs repeat the clicks
+    rounds = int(rng.integers(0, cfg.max_rounds + 1))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        outputs = run.net(images, coords.to(device), labels.to(device), batch["mask"].to(device), rounds, rng, feats)
+    loss = step_loss(outputs, batch["low_mask"].to(device), run.criterion, cfg, run.model.img_size)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return loss.detach()
