@@ -188,6 +188,17 @@ def propagate(
     """
     opts = options or PropagationOptions()
     opts.check()
+    seeds, lo, hi = _checked_seeds(prompts, n_frames, frame_range)
+    walk = _Propagation(predictor, get_frame, frame_key, opts, prompts, PropagationResult(seeds=list(seeds)))
+    walk.segment_seeds(seeds)
+    for seed, order in _chain_order(seeds, lo, hi, opts.direction):
+        walk.chain(seed, order, resume or {})
+    walk.result.stopped_at.sort()
+    return walk.result
+
+
+def _checked_seeds(prompts: Dict[int, FramePrompt], n_frames: int, frame_range) -> Tuple[List[int], int, int]:
+    """(prompted frames in order, first and last frame of the range); ValueError when they do not fit."""
     lo, hi = frame_range if frame_range is not None else (0, n_frames - 1)
     if not 0 <= lo <= hi < n_frames:
         raise ValueError(f"frame range {lo}..{hi} is not inside 0..{n_frames - 1}")
@@ -197,61 +208,82 @@ def propagate(
     outside = [k for k in seeds if not lo <= k <= hi]
     if outside:
         raise ValueError(f"prompted frame(s) {outside} are outside the frame range {lo}..{hi}")
+    return seeds, lo, hi
 
-    result = PropagationResult(seeds=list(seeds))
-    low_res: Dict[int, np.ndarray] = {}
 
-    def embeddings(frames: Sequence[int]) -> List[ImageEmbedding]:
-        return predictor.encode_frames([get_frame(k) for k in frames], [frame_key(k) for k in frames],
-                                       batch_size=opts.batch_size)
+@dataclass
+class _Propagation:
+    """One propagation call: the seeds' masks, then each chain walked frame by frame from its seed."""
+    predictor: SamusPredictor
+    get_frame: Callable[[int], np.ndarray]
+    frame_key: Callable[[int], Hashable]
+    opts: PropagationOptions
+    prompts: Dict[int, FramePrompt]
+    result: PropagationResult
+    low_res: Dict[int, np.ndarray] = field(default_factory=dict)
 
-    for k, emb in zip(seeds, embeddings(seeds)):
-        p = prompts[k]
-        mask, score, logits = predictor.predict_embedding(emb, p.points, p.labels, p.box)
-        result.masks[k], result.scores[k], low_res[k] = mask, score, logits
+    def embeddings(self, frames: Sequence[int]) -> List[ImageEmbedding]:
+        return self.predictor.encode_frames([self.get_frame(k) for k in frames], [self.frame_key(k) for k in frames],
+                                            batch_size=self.opts.batch_size)
 
-    for seed, order in _chain_order(seeds, lo, hi, opts.direction):
-        if result.masks[seed].sum() < opts.min_area:
+    def segment_seeds(self, seeds: Sequence[int]) -> None:
+        for k, emb in zip(seeds, self.embeddings(seeds)):
+            p = self.prompts[k]
+            mask, score, logits = self.predictor.predict_embedding(emb, p.points, p.labels, p.box)
+            self.result.masks[k], self.result.scores[k], self.low_res[k] = mask, score, logits
+
+    def chain(self, seed: int, order: List[int], resume: Dict[Tuple[int, int], tuple]) -> None:
+        """Walk one chain (continuing where `resume` says it ended) and record where it ends."""
+        result = self.result
+        if result.masks[seed].sum() < self.opts.min_area:
             if seed not in result.stopped_at:
                 result.stopped_at.append(seed)
-            continue
+            return
         prev = seed
-        carried = prompts[seed]
+        carried = self.prompts[seed]
         step = 1 if order[0] > seed else -1
-        end = (resume or {}).get((seed, step))
+        end = resume.get((seed, step))
         if end is not None and end[0] in order:
             order = order[order.index(end[0]) + 1:]
             prev = end[0]
             if end[1] is None:  # the chain had lost the object there
                 result.stopped_at.append(prev)
                 result.chain_ends[(seed, step)] = end
-                continue
-            carried, low_res[prev], result.masks[prev] = end[1], end[2], end[3]
-        lost = False
+                return
+            carried, self.low_res[prev], result.masks[prev] = end[1], end[2], end[3]
+        prev, carried, lost_at = self.follow(order, prev, carried)
+        result.chain_ends[(seed, step)] = ((lost_at, None, None, None) if lost_at is not None else
+                                           (prev, carried, self.low_res[prev], result.masks[prev]))
+
+    def follow(self, order: List[int], prev: int, carried: FramePrompt) -> Tuple[int, FramePrompt, Optional[int]]:
+        """Segment `order` frame by frame from `prev`; -> (last segmented frame, carried prompt, the frame
+        where the object was lost or None)."""
+        opts, result = self.opts, self.result
         for start in range(0, len(order), opts.batch_size):
             batch = order[start:start + opts.batch_size]
-            for k, emb in zip(batch, embeddings(batch)):
-                p = derived_prompt(low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
-                                   opts.box_margin, predictor.model.geometry)
-                mask_input = low_res[prev] if opts.use_mask_input else None
-                if opts.track_motion or opts.carry_seed_clicks:
-                    motion = frame_motion(get_frame(prev), get_frame(k), result.masks[prev])
-                    p = _moved(p, motion, emb.original_size)
-                    if mask_input is not None:
-                        mask_input = _moved_logits(mask_input, motion, emb.original_size)
-                    if opts.carry_seed_clicks and carried.points is not None:
-                        carried = _moved(FramePrompt(carried.points, carried.labels), motion, emb.original_size)
-                        p = FramePrompt(carried.points, carried.labels, p.box)
-                mask, score, logits = predictor.predict_embedding(emb, p.points, p.labels, p.box, mask_input)
+            for k, emb in zip(batch, self.embeddings(batch)):
+                p, mask_input, carried = self.next_prompt(prev, k, emb, carried)
+                mask, score, logits = self.predictor.predict_embedding(emb, p.points, p.labels, p.box, mask_input)
                 if mask.sum() < opts.min_area or (opts.min_score is not None and score < opts.min_score):
                     result.stopped_at.append(k)
-                    lost = True
-                    break
-                result.masks[k], result.scores[k], low_res[k] = mask, score, logits
+                    return prev, carried, k
+                result.masks[k], result.scores[k], self.low_res[k] = mask, score, logits
                 prev = k
-            if lost:
-                break
-        result.chain_ends[(seed, step)] = ((k, None, None, None) if lost else
-                                           (prev, carried, low_res[prev], result.masks[prev]))
-    result.stopped_at.sort()
-    return result
+        return prev, carried, None
+
+    def next_prompt(self, prev: int, k: int, emb: ImageEmbedding, carried: FramePrompt):
+        """Frame k's prompt and mask input derived from frame `prev` (moved with the motion between them
+        when tracking or carrying the seed's clicks); -> (prompt, mask input or None, carried prompt)."""
+        opts = self.opts
+        p = derived_prompt(self.low_res[prev], emb.original_size, opts.positive_clicks, opts.negative_clicks,
+                           opts.box_margin, self.predictor.model.geometry)
+        mask_input = self.low_res[prev] if opts.use_mask_input else None
+        if opts.track_motion or opts.carry_seed_clicks:
+            motion = frame_motion(self.get_frame(prev), self.get_frame(k), self.result.masks[prev])
+            p = _moved(p, motion, emb.original_size)
+            if mask_input is not None:
+                mask_input = _moved_logits(mask_input, motion, emb.original_size)
+            if opts.carry_seed_clicks and carried.points is not None:
+                carried = _moved(FramePrompt(carried.points, carried.labels), motion, emb.original_size)
+                p = FramePrompt(carried.points, carried.labels, p.box)
+        return p, mask_input, carried
