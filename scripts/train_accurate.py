@@ -39,6 +39,11 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", default=None)
+    p.add_argument("--checkpoint", default=None, help="weights to start from (an earlier run's best.pt)")
+    p.add_argument("--box-prob", type=float, default=0.3)
+    p.add_argument("--box-teacher-weight", type=float, default=0.0,
+                   help="box-only predictions also learn LiteMedSAM's own answer with this weight")
+    p.add_argument("--val-box", action="store_true", help="the validation score also counts the tight box")
     p.add_argument("--max-rounds", type=int, default=2)
     p.add_argument("--loss-every-round", action="store_true",
                    help="loss on the first prompt and every corrective round (the first click learns every step)")
@@ -48,7 +53,8 @@ def main(argv=None) -> int:
         arch="lite_medsam", config=args.config, mode="full", lr=args.lr, lr_schedule="cosine", batch_size=8,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, bf16=True, threads=args.threads,
         feature_cache=args.cache, views=("orig",), out_dir=args.out, resume=args.resume, prompts="interactive",
-        max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=0.3, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
+        max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=args.box_prob, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
+        checkpoint=args.checkpoint, box_teacher_weight=args.box_teacher_weight, val_box=args.val_box,
         data_weights=WEIGHTS, progress_bar=False, tensorboard=False,
         data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra",
     )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .prompts import PAD_LABEL, next_click
+from .prompts import BOX_TL_LABEL, PAD_LABEL, next_click
 
 
 def embed_points(prompt_encoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -104,13 +104,21 @@ class ClickSimulation(nn.Module):
                 rounds: int, rng: np.random.Generator, features: Optional[torch.Tensor] = None
                 ) -> List[Tuple[torch.Tensor, ...]]:
         embeddings = image_embeddings(self.model, images, features)
+        groups = [(idx, self._session(embeddings[idx], *compact_rows(coords[idx], labels[idx]), masks[idx], rounds, rng))
+                  for idx in prompt_groups(labels)]
+        order = torch.argsort(torch.cat([idx for idx, _ in groups]))
+        return [tuple(_merge([g[1][r][k] for g in groups], order, k >= 2) for k in range(4))
+                for r in range(len(groups[0][1]))]
+
+    def _session(self, embeddings, coords, labels, masks, rounds, rng) -> List[Tuple[torch.Tensor, ...]]:
+        """One group's session (its samples share the kind of first prompt, so their padding is SAM's)."""
         outputs: List[Tuple[torch.Tensor, ...]] = []
         logits, use_mask = None, None
         for r in range(rounds + 1):
             last = r == rounds
             with torch.set_grad_enabled(torch.is_grad_enabled() and (last or self.loss_every_round)):
                 emb = embeddings if torch.is_grad_enabled() else embeddings.detach()
-                low, iou = decode_rows(self.model, emb, coords, labels, logits, use_mask)
+                low, iou = decode_rows(self.model, emb, *sam_padded(coords, labels), logits, use_mask)
             if last or self.loss_every_round:
                 outputs.append((low, iou, coords, labels))
             if last:
@@ -120,6 +128,44 @@ class ClickSimulation(nn.Module):
             logits = low.detach().float()
             use_mask = torch.from_numpy(rng.random(len(masks)) < self.mask_prob).to(masks.device)
         return outputs
+
+
+# ---- SAM's padding ---------------------------------------------------------------------------------------
+# SAM's prompt encoder adds one "not a point" row to clicks without a box, none otherwise, and the mask
+# decoder attends to that row like to any prompt. A model trained on rows padded to a common length learns
+# with more padding tokens than it gets at inference (a single click then came out much too small), so a
+# batch is split into groups whose first prompts have the same number of rows and box or not, and every
+# group is decoded with exactly the padding inference uses.
+def prompt_groups(labels: torch.Tensor) -> List[torch.Tensor]:
+    """Indices of the samples that share their number of real prompt rows and whether one is a box."""
+    key = (labels != PAD_LABEL).sum(1) * 2 + (labels == BOX_TL_LABEL).any(1).long()
+    return [torch.nonzero(key == k).flatten() for k in torch.unique(key)]
+
+
+def compact_rows(coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The real rows of a group (padding dropped; the group shares their count)."""
+    real = labels != PAD_LABEL
+    n = int(real.sum(1).max())
+    order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+    coords = torch.gather(coords, 1, order[..., None].expand(-1, -1, coords.shape[-1]))
+    return coords[:, :n], torch.gather(labels, 1, order)[:, :n]
+
+
+def sam_padded(coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rows as SAM's prompt encoder lays the same prompt out: one padding row after clicks without a box."""
+    if bool((labels == BOX_TL_LABEL).any()):
+        return coords, labels
+    return (torch.cat([coords, coords.new_zeros(len(coords), 1, coords.shape[-1])], 1),
+            torch.cat([labels, labels.new_full((len(labels), 1), PAD_LABEL)], 1))
+
+
+def _merge(parts: List[torch.Tensor], order: torch.Tensor, rows: bool) -> torch.Tensor:
+    """Groups' outputs back in batch order (prompt rows padded to a common length first)."""
+    if rows:
+        n = max(p.shape[1] for p in parts)
+        fill = PAD_LABEL if parts[0].dim() == 2 else 0
+        parts = [torch.cat([p, p.new_full((p.shape[0], n - p.shape[1], *p.shape[2:]), fill)], 1) for p in parts]
+    return torch.cat(parts)[order]
 
 
 def image_embeddings(model, images: Optional[torch.Tensor], features: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -138,10 +184,16 @@ def click_curve(model, images: Optional[torch.Tensor], coords: torch.Tensor, lab
     """Deterministic evaluation session on a batch: the given first prompt, then `clicks - 1` corrective
     clicks at the deepest error pixel -> B x clicks Dice on the model's canvas (empty vs empty scores 1)."""
     embeddings = image_embeddings(model, images, features)
+    groups = [(idx, _curve(model, embeddings[idx], *compact_rows(coords[idx], labels[idx]), masks[idx], clicks, feed_mask))
+              for idx in prompt_groups(labels)]
+    return torch.cat([d for _, d in groups])[torch.argsort(torch.cat([idx for idx, _ in groups]))]
+
+
+def _curve(model, embeddings, coords, labels, masks, clicks: int, feed_mask: bool) -> torch.Tensor:
     gt = masks > 0.5
     logits, use_mask, dice = None, None, []
     for r in range(clicks):
-        low, _ = decode_rows(model, embeddings, coords, labels, logits, use_mask)
+        low, _ = decode_rows(model, embeddings, *sam_padded(coords, labels), logits, use_mask)
         pred = model.upscale(low.float()) > 0
         tp = (pred & gt).flatten(1).sum(1).double()
         err = (pred ^ gt).flatten(1).sum(1).double()

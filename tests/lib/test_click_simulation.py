@@ -71,7 +71,7 @@ def test_session_forward_returns_the_rounds_that_carry_a_loss(tiny_checkpoint):
     coords = torch.tensor([[[100.0, 100.0], [0.0, 0.0]]] * 2)
     labels = torch.tensor([[1, PAD_LABEL]] * 2)
     last = ClickSimulation(model)(images, coords, labels, masks, 3, np.random.default_rng(0))
-    assert len(last) == 1 and last[0][2].shape[1] == 2 + 3  # three corrective clicks appended
+    assert len(last) == 1 and last[0][2].shape[1] == 1 + 3  # the click and three corrective ones (padding is SAM's, at decode)
     assert last[0][0].requires_grad
     every = ClickSimulation(model, loss_every_round=True)(images, coords, labels, masks, 2, np.random.default_rng(0))
     assert len(every) == 3 and all(o[0].requires_grad for o in every)
@@ -91,3 +91,31 @@ def test_click_curve_of_a_perfect_model_is_flat_at_one(tiny_checkpoint):
     model.mask_decoder = Oracle()
     d = click_curve(model, torch.rand(1, 1, 256, 256), torch.tensor([[[128.0, 128.0]]]), torch.tensor([[1]]), masks, 3)
     assert d.shape == (1, 3) and torch.allclose(d, torch.ones(1, 3, dtype=d.dtype))
+
+
+def test_the_session_decodes_every_prompt_with_the_padding_inference_uses(tiny_checkpoint):
+    # Training rows are padded to a common length, but SAM's prompt encoder adds exactly one padding row to
+    # clicks without a box (none to a box), and the decoder attends to padding: the session must decode
+    # every sample as inference would, or a single click learns to come out too small.
+    model = samus.build_samus(None, checkpoint=tiny_checkpoint).eval()
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 256, 256)
+    masks = torch.zeros(3, 1, 256, 256)
+    masks[:, :, 60:160, 60:160] = 1
+    coords = torch.tensor([[[100.0, 100.0], [0, 0], [0, 0], [0, 0]],
+                           [[0, 0], [60.0, 60.0], [160.0, 160.0], [0, 0]],
+                           [[90.0, 110.0], [0, 0], [200.0, 30.0], [0, 0]]])
+    labels = torch.tensor([[1, PAD_LABEL, PAD_LABEL, PAD_LABEL], [PAD_LABEL, 2, 3, PAD_LABEL],
+                           [1, PAD_LABEL, 0, PAD_LABEL]])
+    with torch.no_grad():
+        (low, _, _, _), = ClickSimulation(model)(images, coords, labels, masks, 0, np.random.default_rng(0))
+        click, _ = model(images[:1], point_coords=coords[:1, :1], point_labels=labels[:1, :1])
+        box, _ = model(images[1:2], boxes=torch.tensor([[60.0, 60.0, 160.0, 160.0]]))
+        two, _ = model(images[2:], point_coords=coords[2:, [0, 2]], point_labels=labels[2:, [0, 2]])
+        for i, expected in enumerate((click, box, two)):
+            torch.testing.assert_close(low[i:i + 1], expected, atol=1e-4, rtol=1e-4)
+        dice = click_curve(model, images, coords, labels, masks, 1)[:, 0]
+        for i, expected in enumerate((click, box, two)):
+            pred, gt = model.upscale(expected)[0, 0] > 0, masks[i, 0] > 0.5
+            want = (2 * (pred & gt).sum() + 1e-5) / (pred.sum() + gt.sum() + 1e-5)
+            assert abs(float(dice[i]) - float(want)) < 1e-6

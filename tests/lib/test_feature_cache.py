@@ -101,3 +101,33 @@ def test_evaluation_with_cached_features_gives_the_same_masks(lite, items, tmp_p
     for a, b in zip(plain["rows"], cached["rows"]):
         assert a["protocol"] == b["protocol"] and abs(a["dice"] - b["dice"]) < 0.02, (a["id"], a["dice"], b["dice"])
     assert plain["summary"]["box"]["dice"]["mean"] > 0.5  # LiteMedSAM follows a tight box on real lesions
+
+
+def test_box_teacher_keeps_boxes_and_validation_scores_them(items, tmp_path, one_thread):
+    from samus.train.box_teacher import box_teacher_loss
+
+    cfg = TrainConfig(arch="lite_medsam", config="lite_medsam", mode="full", epochs=1, batch_size=2,
+                      feature_cache=str(tmp_path / "cache"), out_dir=str(tmp_path / "run"), max_rounds=0,
+                      progress_bar=False, tensorboard=False, val_clicks=2, box_prob=0.5, box_teacher_weight=1.0,
+                      val_box=True)
+    result = train(cfg, items[:2], items[2:])
+    record = result["history"][-1]
+    (name, curve), = record["val_curves"].items()
+    box = record["val_box"][name]
+    assert 0 <= box <= 1 and len(curve) == 2
+    assert record["val_dice"] == pytest.approx((curve[0] + curve[-1] + box) / 3)
+    # the loss is smallest where the student answers a box as LiteMedSAM does, and ignores clicks
+    teacher = samus.build_lite_medsam().eval()
+    feats = torch.randn(2, 256, 64, 64)
+    coords = torch.tensor([[[40.0, 50.0], [150.0, 160.0], [0, 0]], [[90.0, 90.0], [0, 0], [0, 0]]])
+    labels = torch.tensor([[2, 3, -1], [1, -1, -1]])
+    with torch.no_grad():
+        own, _ = teacher.decode(feats[:1], boxes=torch.tensor([[40.0, 50.0, 150.0, 160.0]]))
+    student = torch.cat([own, torch.zeros_like(own)])
+    at_teacher = box_teacher_loss(teacher, feats, coords, labels, student)
+    assert at_teacher < box_teacher_loss(teacher, feats, coords, labels, student + 1.0)
+    assert at_teacher < box_teacher_loss(teacher, feats, coords, labels, student - 1.0)
+    assert box_teacher_loss(teacher, feats[1:], coords[1:], labels[1:], student[1:]) == 0
+    with pytest.raises(ValueError, match="lite_medsam"):
+        train(TrainConfig(config="tiny", epochs=1, box_teacher_weight=1.0, out_dir=str(tmp_path / "x"),
+                          progress_bar=False, tensorboard=False), items[:1])

@@ -98,6 +98,11 @@ class TrainConfig:
         None, metavar="DIR", help="folder of the frozen trunk's cached features (lite_medsam); missing entries are "
                                   "encoded first, and later runs reuse them")
     views: Tuple[str, ...] = option(("orig",), help="cached views drawn as augmentation: orig or orig,hflip")
+    box_teacher_weight: float = option(
+        0.0, help="lite_medsam: box-only predictions also learn LiteMedSAM's own answer (its frozen heads on the "
+                  "same trunk features) with this weight, so training for clicks keeps what boxes give")
+    val_box: bool = option(False, help="validation also scores the tight box; the selection score then averages "
+                                       "the first click, the last click and the box")
 
 
 def default_of(name: str):

@@ -10,6 +10,7 @@ import torch
 from ..click_simulation import ClickSimulation
 from ..data.items import Item
 from ..losses import SamusLoss
+from .box_teacher import box_teacher
 from .checkpointing import RunFiles, save_run
 from .config import ProgressFn, TrainConfig, check_config
 from .distributed import DistributedContext, init_distributed, pick_device
@@ -34,6 +35,7 @@ class TrainRun:
     net: torch.nn.Module  # the ClickSimulation (DistributedDataParallel-wrapped under torchrun)
     criterion: torch.nn.Module
     writer: Any = None  # TensorBoard SummaryWriter on rank 0
+    teacher: Any = None  # LiteMedSAM as shipped, with box_teacher_weight (samus.train.box_teacher)
     start_epoch: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
     best_dice: Optional[float] = None
@@ -82,7 +84,7 @@ def set_up(cfg: TrainConfig, train_items, val_items, device: torch.device, ctx: 
 
         writer = SummaryWriter(str(files.out / "tensorboard"), purge_step=state.epoch * data.steps)
     return TrainRun(cfg, device, ctx, files, model, optimizer, data, net, SamusLoss().to(device), writer,
-                    state.epoch, state.history, state.best_dice)
+                    box_teacher(cfg, model, device), state.epoch, state.history, state.best_dice)
 
 
 def run_epochs(run: TrainRun, progress: Optional[ProgressFn], should_stop) -> Dict[str, Any]:
@@ -109,12 +111,12 @@ def finish_epoch(run: TrainRun, epoch: int, result: EpochResult, progress: Optio
     """Validate, record the epoch and (on rank 0) log it, save the checkpoints and report progress."""
     cfg, steps = run.cfg, run.data.steps
     loss_total, count = run.ctx.sum([result.loss_sum, result.seen], run.device)
-    val_dice, val_curves = validate_run(run.model, run.data, cfg, run.ctx, run.device)
+    val_dice, val_curves, val_boxes = validate_run(run.model, run.data, cfg, run.ctx, run.device)
     is_best = val_dice is not None and (run.best_dice is None or val_dice > run.best_dice)
     if is_best:
         run.best_dice = val_dice
     record = {"epoch": epoch + 1, "train_loss": loss_total / count, "val_dice": val_dice,
-              "val_curves": val_curves, "images_per_s": count / result.seconds, "seconds": round(result.seconds, 2),
+              "val_curves": val_curves, "val_box": val_boxes, "images_per_s": count / result.seconds, "seconds": round(result.seconds, 2),
               "lr": run.optimizer.param_groups[0]["lr"]}
     run.history.append(record)
     if not run.ctx.main:
@@ -132,6 +134,7 @@ def log_epoch(run: TrainRun, record: Dict[str, Any]) -> None:
     log.info("epoch %d/%d: loss %.4f, val score %s, %.2f images/s%s", epoch, run.cfg.epochs,
              record["train_loss"], "n/a" if val_dice is None else f"{val_dice:.4f}", record["images_per_s"],
              "".join(f"\n  {n}: Dice by clicks " + " ".join(f"{d:.3f}" for d in c)
+                     + (f", box {record['val_box'][n]:.3f}" if n in record.get("val_box", {}) else "")
                      for n, c in record["val_curves"].items()))
     if run.writer is not None:
         run.writer.add_scalar("epoch/train_loss", record["train_loss"], epoch)

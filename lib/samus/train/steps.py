@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..click_simulation import click_logits
 from ..losses import iou_head_loss
 from ..prompts import BOX_BR_LABEL, BOX_TL_LABEL
+from .box_teacher import box_teacher_loss
 from .config import TrainConfig
 
 
@@ -54,6 +55,9 @@ def train_step(run, batch, epoch: int, step: int) -> torch.Tensor:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         outputs = run.net(images, coords.to(device), labels.to(device), batch["mask"].to(device), rounds, rng, feats)
     loss = step_loss(outputs, batch["low_mask"].to(device), run.criterion, cfg, run.model.img_size)
+    if run.teacher is not None and (cfg.loss_every_round or rounds == 0):  # outputs[0] is then the first round
+        loss = loss + cfg.box_teacher_weight * box_teacher_loss(run.teacher, feats, coords.to(device),
+                                                                labels.to(device), outputs[0][0])
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

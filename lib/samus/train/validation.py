@@ -5,40 +5,55 @@ import numpy as np
 import torch
 
 from ..click_simulation import click_curve
+from ..prompts import BOX_BR_LABEL, BOX_TL_LABEL
 
 
 @torch.no_grad()
 def validate(model, loader, device: torch.device, bf16: bool = False, clicks: int = 1,
-             n_datasets: int = 1) -> torch.Tensor:
+             n_datasets: int = 1, box: bool = False) -> torch.Tensor:
     """n_datasets x (clicks + 1) float64 sums: per data set, Dice summed over targets after 1..clicks clicks
     (the middle click, then deterministic corrective clicks with the previous mask fed back; 256 x 256
-    logits > 0 against the 256 mask; empty vs empty scores 1, the authors' smoothing), and the count."""
+    logits > 0 against the 256 mask; empty vs empty scores 1, the authors' smoothing), with `box` then the
+    Dice of the tight box alone, and the count."""
     model.eval()
-    sums = torch.zeros(n_datasets, clicks + 1, dtype=torch.float64)
+    sums = torch.zeros(n_datasets, clicks + 1 + box, dtype=torch.float64)
     for batch in loader:
+        images = batch["image"].to(device) if "image" in batch else None
+        features = batch["embedding"].to(device).float() if "embedding" in batch else None
+        masks = batch["mask"].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            dice = click_curve(model, batch["image"].to(device) if "image" in batch else None,
-                               batch["point_coords"].to(device), batch["point_labels"].to(device),
-                               batch["mask"].to(device), clicks,
-                               features=batch["embedding"].to(device).float() if "embedding" in batch else None)
+            dice = click_curve(model, images, batch["point_coords"].to(device), batch["point_labels"].to(device),
+                               masks, clicks, features=features)
+            if box:
+                b = batch["box"].to(device)
+                corners = torch.stack([b[:, :2], b[:, 2:]], 1)
+                corner_labels = torch.tensor([[BOX_TL_LABEL, BOX_BR_LABEL]], device=device).expand(len(b), 2)
+                dice = torch.cat([dice, click_curve(model, images, corners, corner_labels, masks, 1,
+                                                    features=features)], 1)
         rows = torch.cat([dice.cpu(), torch.ones(len(dice), 1, dtype=torch.float64)], 1)
         sums.index_add_(0, torch.as_tensor(batch["dataset"]), rows)
     return sums
 
 
-def validation_summary(sums: torch.Tensor, names: Sequence[str]) -> Tuple[Optional[float], Dict[str, List[float]]]:
-    """(selection score, per-data-set Dice curve). The score is the mean over data sets of the mean of the
-    first- and last-click Dice: a model must start well and improve with clicks on every organ."""
-    curves = {name: (sums[i, :-1] / sums[i, -1]).tolist() for i, name in enumerate(names) if sums[i, -1] > 0}
-    if not curves:
-        return None, {}
-    return float(np.mean([(c[0] + c[-1]) / 2 for c in curves.values()])), curves
+def validation_summary(sums: torch.Tensor, names: Sequence[str], box: bool = False
+                       ) -> Tuple[Optional[float], Dict[str, List[float]], Dict[str, float]]:
+    """(selection score, per-data-set Dice curve, per-data-set box Dice). The score is the mean over data
+    sets of the mean of the first- and last-click Dice (with `box` also the box Dice): a model must start
+    well, improve with clicks and (with `box`) keep its boxes on every organ."""
+    mean = {name: (sums[i, :-1] / sums[i, -1]).tolist() for i, name in enumerate(names) if sums[i, -1] > 0}
+    if not mean:
+        return None, {}, {}
+    curves = {n: m[:-1] if box else m for n, m in mean.items()}
+    boxes = {n: m[-1] for n, m in mean.items()} if box else {}
+    per_set = [[c[0], c[-1]] + ([boxes[n]] if box else []) for n, c in curves.items()]
+    return float(np.mean([np.mean(v) for v in per_set])), curves, boxes
 
 
-def validate_run(model, data, cfg, ctx, device) -> Tuple[Optional[float], Dict[str, List[float]]]:
-    """The validation score and curves of this epoch, summed over all processes ((None, {}) without data)."""
+def validate_run(model, data, cfg, ctx, device) -> Tuple[Optional[float], Dict[str, List[float]], Dict[str, float]]:
+    """The validation score, curves and box Dice of this epoch, summed over all processes ((None, {}, {})
+    without data)."""
     if data.val_loader is None:
-        return None, {}
-    sums = validate(model, data.val_loader, device, cfg.bf16, cfg.val_clicks, len(data.val_names))
+        return None, {}, {}
+    sums = validate(model, data.val_loader, device, cfg.bf16, cfg.val_clicks, len(data.val_names), cfg.val_box)
     sums = torch.tensor(ctx.sum(sums.flatten().tolist(), device), dtype=torch.float64).view_as(sums)
-    return validation_summary(sums, data.val_names)
+    return validation_summary(sums, data.val_names, cfg.val_box)
