@@ -118,13 +118,22 @@ def build_model(arch: Optional[str] = None, config=None, checkpoint=None,
     return ARCHITECTURES[arch](checkpoint=ckpt, device=device, **kwargs)
 
 
+# adapter: the official SAMUS rule; full: everything; heads: the prompt encoder and mask decoder only.
+TRAIN_MODES = ("adapter", "full", "heads")
+
+
 def freeze_for_training(model: PromptableModel, mode: str = "adapter") -> PromptableModel:
-    """`adapter`: the official SAMUS rule (new modules + global rel-pos tables); `full`: everything.
+    """`adapter`: the official SAMUS rule (new modules + global rel-pos tables); `full`: everything;
+    `heads`: the prompt encoder and mask decoder (the image encoder frozen).
 
     For LiteMedSAM the trunk always stays frozen: `adapter` trains the SAMUS additions only, `full` also
     the prompt encoder and mask decoder."""
-    if mode not in ("adapter", "full"):
-        raise ValueError(f"unknown training mode {mode!r}; choose 'adapter' or 'full'")
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"unknown training mode {mode!r}; choose one of {', '.join(TRAIN_MODES)}")
+    if mode == "heads":  # the image encoder stays as it is: boxes or clicks taught to a trained model
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(("prompt_encoder.", "mask_decoder.")))
+        return model
     if isinstance(model, LiteMedSam):
         for name, p in model.named_parameters():
             in_trunk = name.startswith(model.frozen_prefix)

@@ -115,6 +115,20 @@ def test_adapter_mode_trains_only_the_official_parameters_in_bf16(tmp_path):
     assert np.isfinite(result["history"][0]["train_loss"])
 
 
+def test_heads_mode_trains_the_prompt_encoder_and_mask_decoder_only(tmp_path):
+    torch.manual_seed(0)
+    start = samus.build_samus("tiny")
+    ckpt = tmp_path / "start.pt"
+    samus.checkpoint.save_checkpoint(ckpt, start, {"source": "test"})
+    result = train(_cfg(tmp_path, checkpoint=str(ckpt), mode="heads", max_steps_per_epoch=2, box_prob=0.5), _items(2))
+    trained = dict(result["model"].named_parameters())
+    changed = {n for n, p in start.named_parameters() if not torch.equal(p, trained[n].detach())}
+    assert any(n.startswith("mask_decoder.") for n in changed)
+    assert changed and all(n.startswith(("mask_decoder.", "prompt_encoder.")) for n in changed)
+    with pytest.raises(ValueError, match="adapter, full, heads"):
+        train(_cfg(tmp_path, mode="decoder"), _items(1))
+
+
 def test_train_on_pairs_with_volumes_and_images(tmp_path):
     import nibabel as nib
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..build import TRAIN_MODES
 from ..data.dataset import PROMPT_MODES
 
 # progress(epoch, step, loss, metrics): epoch is 0-based; step counts finished steps of the epoch (1-based);
@@ -17,7 +18,6 @@ from ..data.dataset import PROMPT_MODES
 # "train_loss" and "val_dice" (None without validation data).
 ProgressFn = Callable[[int, int, float, Dict[str, Any]], None]
 
-TRAIN_MODES = ("adapter", "full")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -40,7 +40,8 @@ class TrainConfig:
                    "CNN branch) for lite_medsam")
     checkpoint: Optional[str] = option(None, help="weights to start from (samus, official SAMUS or SAM ViT-B)")
     mode: str = option("adapter", choices=TRAIN_MODES,
-                       help="adapter: official freezing rule; full: train every parameter")
+                       help="adapter: official freezing rule; full: train every parameter; heads: the prompt "
+                            "encoder and mask decoder only")
     lr: float = option(1e-4, help="Adam learning rate (default %(default)s)", app_option="learning_rate")
     batch_size: int = option(8, help="samples per step and process (default %(default)s)",
                              app_option="train_batch_size", app_default=4)
@@ -120,7 +121,7 @@ def trainer_option_defaults() -> Dict[str, Any]:
 def check_config(cfg: TrainConfig) -> None:
     """Raises ValueError for an option out of range, before any data is decoded."""
     if cfg.mode not in TRAIN_MODES:
-        raise ValueError(f"unknown training mode {cfg.mode!r}; choose 'adapter' or 'full'")
+        raise ValueError(f"unknown training mode {cfg.mode!r}; choose one of {', '.join(TRAIN_MODES)}")
     if cfg.batch_size < 1 or cfg.epochs < 0 or cfg.lr <= 0:
         raise ValueError(f"need batch_size >= 1, epochs >= 0, lr > 0 (got {cfg.batch_size}, {cfg.epochs}, {cfg.lr})")
     if cfg.max_rounds < 0 or cfg.val_clicks < 1:
