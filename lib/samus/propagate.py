@@ -152,7 +152,7 @@ def _moved_logits(low_res: np.ndarray, motion: np.ndarray, original_size: Tuple[
     return ndimage.shift(low_res, motion[::-1] * per_cell, order=1, mode="nearest")
 
 
-def _chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
+def chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
     """(seed, frames to visit in order) for every chain; gaps between seeds are split half-way."""
     chains = []
     for n, s in enumerate(seeds):
@@ -210,7 +210,7 @@ def propagate(
         mask, score, logits = predictor.predict_embedding(emb, p.points, p.labels, p.box)
         result.masks[k], result.scores[k], low_res[k] = mask, score, logits
 
-    for seed, order in _chain_order(seeds, lo, hi, opts.direction):
+    for seed, order in chain_order(seeds, lo, hi, opts.direction):
         if result.masks[seed].sum() < opts.min_area:
             if seed not in result.stopped_at:
                 result.stopped_at.append(seed)

@@ -10,12 +10,14 @@ from unittest import mock
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "slicer_module" / "SAMUSSegment"
 LIB_DIR = MODULE_DIR / "SAMUSSegmentLib"
 MODULE_FILE = MODULE_DIR / "SAMUSSegment.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SAMUSSegment.ui"
 ICON_FILE = MODULE_DIR / "Resources" / "Icons" / "SAMUSSegment.png"
+SAMPLES = ROOT / "samples" / "busi"
+APP_TESTS_DIR = ROOT / "tests" / "app"  # app_server.py: the real server the server tests talk to
 
 # Slicer puts the module folder on sys.path; do the same so `import SAMUSSegmentLib` works.
 if str(MODULE_DIR) not in sys.path:
