@@ -37,7 +37,7 @@ from SAMUSSegmentLib.models import choose, model_choices, propagation_hint
 from SAMUSSegmentLib.prompts import PromptStore
 from SAMUSSegmentLib.session import InteractiveSession
 from SAMUSSegmentLib.shortcuts import SHORTCUTS, help_lines
-from SAMUSSegmentLib.training import describe_training
+from SAMUSSegmentLib.training import read_training
 from SAMUSSegmentLib.upload import ImageUploader
 from SAMUSSegmentLib.worker import TaskRunner
 from SAMUSSegmentScene.masks import maskStoreFor
@@ -1013,7 +1013,7 @@ class SAMUSSegmentLogic(ScriptedLoadableModuleLogic):
     def trainingStatus(self, onDone, onError=None) -> None:
         self.requireClient()
         client = self.client
-        self.runner.submit(lambda: describe_training(client.train_status()), on_done=onDone,
+        self.runner.submit(lambda: read_training(client), on_done=onDone,
                            on_error=onError or self.onError, label="reading training status")
 
     def nextSample(self, strategy: str, onLoaded) -> None:
