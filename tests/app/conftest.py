@@ -1,8 +1,16 @@
 """Fixtures only the app tests use (the shared ones are in tests/conftest.py)."""
 import sys
+from pathlib import Path
 
 import pytest
 from monailabel.client import MONAILabelClient
+
+
+def pytest_plugin_registered(plugin):
+    """Hand the module name `conftest` back to tests/conftest.py once this file is loaded: pytest imports
+    every folder's conftest.py as `conftest`, and tests elsewhere import the shared helpers by that name."""
+    if getattr(plugin, "__file__", None) == str(Path(__file__).resolve().parents[1] / "conftest.py"):
+        sys.modules["conftest"] = plugin
 
 
 @pytest.fixture
