@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "app"))
 
 from app_server import running_server  # noqa: E402
 from helpers_app import SAMPLES, click_xy, load_busi, load_volume, make_studies  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "app"))
 
 from app_server import running_server  # noqa: E402
 from helpers_app import SAMPLES, build_cine, click_xy, load_busi, save_nifti  # noqa: E402

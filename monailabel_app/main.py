@@ -29,7 +29,7 @@ from lib.activelearning.random_strategy import RandomStrategy
 from lib.app_conf import ConfError, parse_conf
 from lib.datastore import CheckedDatastore, discard_temp
 from lib.encode_ahead import EncodeAhead
-from lib.errors import bad_request, not_found
+from lib.errors import bad_request, no_whole_slide, not_found
 from lib.image_access import UPLOAD_KEY, ImageAccess, is_temp_file
 from lib.image_io import DecodedImages
 from lib.job_routes import add_job_routes
@@ -117,7 +117,7 @@ class SamusApp(MONAILabelApp):
                 raise SystemExit(2) from None
         from monailabel import app as server  # the FastAPI app uvicorn serves; it is starting up now
 
-        request_guard.install(server.app, self.app_conf.limits, self)
+        request_guard.install(server.app, self.app_conf.limits, self.guard_hooks())
         # Model work leaves the event loop, so a click is read and scheduled while another user propagates.
         run_in_threads(server.app, [("POST", "/infer/{model}"), ("POST", "/activelearning/{strategy}")])
         add_job_routes(server.app, self.scheduler)
@@ -148,7 +148,7 @@ class SamusApp(MONAILabelApp):
             raise
 
     def infer_wsi(self, request, datastore=None):
-        raise bad_request("whole-slide inference is not part of this app; use POST /infer/samus")
+        raise no_whole_slide()
 
     def train(self, request):
         # Inside an HTTP request (POST /train/...?run_sync=true), training would run in the server process.
@@ -164,6 +164,15 @@ class SamusApp(MONAILabelApp):
         return super().next_sample(request)
 
     # ------------------------------------------------------------------------------------------- guard hooks
+    def guard_hooks(self) -> request_guard.GuardHooks:
+        """What the request guard asks this app."""
+        return request_guard.GuardHooks(
+            infer_models=self.infer_models, trainer_names=self.trainer_names, scoring_methods=self.scoring_methods,
+            dicomweb_datastore=self.dicomweb_datastore, session_exists=self.session_exists,
+            check_session_room=self.check_session_room, check_train_request=self.check_train_request,
+            train_queued=self.train_queued, check_model_file=self.check_model_file,
+            check_model_delete=self.check_model_delete)
+
     def infer_models(self):
         return list(self._infers)
 

@@ -1,23 +1,12 @@
 """Shared test fixtures: repository paths, the sample BUSI images, small checkpoints built on the fly."""
 import os
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples" / "busi"
-GOLDEN = ROOT / "tests" / "golden"
+from repo_paths import ROOT, SAMPLES, load_png  # noqa: F401  (shared with every test folder)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-def load_png(path) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(path))
 
 
 @pytest.fixture

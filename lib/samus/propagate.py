@@ -152,7 +152,7 @@ def _moved_logits(low_res: np.ndarray, motion: np.ndarray, original_size: Tuple[
     return ndimage.shift(low_res, motion[::-1] * per_cell, order=1, mode="nearest")
 
 
-def _chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
+def chain_order(seeds: Sequence[int], lo: int, hi: int, direction: str) -> List[Tuple[int, List[int]]]:
     """(seed, frames to visit in order) for every chain; gaps between seeds are split half-way."""
     chains = []
     for n, s in enumerate(seeds):
@@ -191,7 +191,7 @@ def propagate(
     seeds, lo, hi = _checked_seeds(prompts, n_frames, frame_range)
     walk = _Propagation(predictor, get_frame, frame_key, opts, prompts, PropagationResult(seeds=list(seeds)))
     walk.segment_seeds(seeds)
-    for seed, order in _chain_order(seeds, lo, hi, opts.direction):
+    for seed, order in chain_order(seeds, lo, hi, opts.direction):
         walk.chain(seed, order, resume or {})
     walk.result.stopped_at.sort()
     return walk.result

@@ -21,6 +21,7 @@ import numpy as np
 from filelock import FileLock
 
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from samus.atomic import atomic_path
 from samus.io import IMAGE_EXTS, VOLUME_EXTS, read_array
 
 from .app_conf import RequestLimits
@@ -31,6 +32,7 @@ from .request_guard import remove_after_response
 from .storage_limits import check_datastore_room
 
 STORED_EXTS = IMAGE_EXTS + VOLUME_EXTS + (".seg.nrrd",)
+WRITING = ".tmp-"  # samus.atomic's temporary file beside its destination, until the rename
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.() +-]{0,199}$")
 
 
@@ -64,26 +66,16 @@ def discard_temp(path) -> None:
             os.unlink(path)
 
 
-@contextlib.contextmanager
-def _atomic(dest: str):
-    """A temporary path beside `dest` that replaces it in one rename when the block succeeds. Its name
-    matches none of the datastore's patterns (*.png, *.nii.gz, ...), so a concurrent rescan never lists it."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".partial", dir=os.path.dirname(dest))
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 class CheckedDatastore(LocalDatastore):
     def __init__(self, *args, limits: RequestLimits, room: tuple = (10**9, 10**9), **kwargs):
         self.limits = limits
         self.room = room  # (--conf max_datastore_files, max_datastore_mb)
         super().__init__(*args, **kwargs)
+
+    def _list_files(self, path, patterns):
+        """As MONAI Label's, without files still being written (named `.tmp-XXXX.png` by samus.atomic): a
+        concurrent rescan never lists them."""
+        return {name: f for name, f in super()._list_files(path, patterns).items() if not name.startswith(WRITING)}
 
     def _check_room(self, dest: str, src: str) -> None:
         """With the lock held, before `src` is stored as `dest` (which it may replace)."""
@@ -134,7 +126,7 @@ class CheckedDatastore(LocalDatastore):
                     raise conflict(f"image {image_id!r} already exists with labels ({', '.join(old.labels)}); "
                                    "upload under a new id, or delete it first (DELETE /datastore/image)")
             self._check_room(dest, src)
-            with _atomic(dest) as tmp:
+            with atomic_path(dest) as tmp:
                 shutil.copyfile(src, tmp)
             if old is not None and old.image.ext != ext:
                 with contextlib.suppress(OSError):
@@ -193,7 +185,7 @@ class CheckedDatastore(LocalDatastore):
                 raise not_found(f"image {image_id!r} is not in the datastore; upload it before its label")
             os.makedirs(label_path, exist_ok=True)
             self._check_room(os.path.join(label_path, name), src)
-            with _atomic(os.path.join(label_path, name)) as tmp:
+            with atomic_path(os.path.join(label_path, name)) as tmp:
                 shutil.copyfile(src, tmp)
             info.update(ts=int(time.time()), name=name)
             obj.labels[tag] = DataModel(info=info, ext=ext)
@@ -227,7 +219,7 @@ class CheckedDatastore(LocalDatastore):
             text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str,
                               allow_nan=False)
             self._ignore_event_config = True
-            with _atomic(self._datastore_config_path) as tmp, open(tmp, "w") as f:
+            with atomic_path(self._datastore_config_path) as tmp, open(tmp, "w") as f:
                 f.write(text)
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
 

@@ -4,6 +4,8 @@ MONAI Label 0.8.5 calls infer tasks and the datastore synchronously from its Fas
 exception handler of its own: anything but an HTTPException becomes a bare 500. A bad request must get a
 4xx with a message that names the problem, so the app raises these.
 """
+from typing import Callable
+
 from fastapi import HTTPException
 
 
@@ -18,29 +20,22 @@ def show(v, n: int = 60) -> str:
     return r if len(r) <= n else r[:n] + "..."
 
 
-def bad_request(message: str) -> HTTPException:
-    return HTTPException(status_code=400, detail=message)
+def _error(status: int) -> Callable[[str], HTTPException]:
+    def error(message: str) -> HTTPException:
+        return HTTPException(status_code=status, detail=message)
+
+    return error
 
 
-def forbidden(message: str) -> HTTPException:
-    return HTTPException(status_code=403, detail=message)
+bad_request = _error(400)
+forbidden = _error(403)
+not_found = _error(404)
+conflict = _error(409)
+too_large = _error(413)
+too_many = _error(429)
+unavailable = _error(503)
 
 
-def not_found(message: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=message)
-
-
-def too_large(message: str) -> HTTPException:
-    return HTTPException(status_code=413, detail=message)
-
-
-def unavailable(message: str) -> HTTPException:
-    return HTTPException(status_code=503, detail=message)
-
-
-def conflict(message: str) -> HTTPException:
-    return HTTPException(status_code=409, detail=message)
-
-
-def too_many(message: str) -> HTTPException:
-    return HTTPException(status_code=429, detail=message)
+def no_whole_slide() -> HTTPException:
+    """MONAI Label's whole-slide endpoints (POST /infer/wsi..., and its infer_wsi) are not part of this app."""
+    return bad_request("whole-slide inference is not part of this app; use POST /infer/samus")

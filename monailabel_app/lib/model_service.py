@@ -41,6 +41,11 @@ def publish_path(conf: AppConf, model_dir: str, name: Optional[str] = None) -> s
     return os.path.join(model_dir, MODEL_CONFIGS[name or conf.models[0]].publish_name(conf))
 
 
+def current_file(publish_path: str, base_path: str) -> str:
+    """The weights to serve (and to continue training from): those training published, else the base ones."""
+    return publish_path if os.path.isfile(publish_path) else base_path
+
+
 class ModelService:
     def __init__(self, conf: AppConf, model_dir: str, name: Optional[str] = None):
         self.conf = conf
@@ -54,7 +59,7 @@ class ModelService:
         self._bad_stamp: Optional[Tuple] = None  # a published file that failed to load: not retried until it changes
 
     def current_file(self) -> str:
-        return self.publish_path if os.path.isfile(self.publish_path) else self.base_path
+        return current_file(self.publish_path, self.base_path)
 
     @staticmethod
     def _stamp(path: str) -> Optional[Tuple]:

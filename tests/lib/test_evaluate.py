@@ -15,7 +15,7 @@ from samus import evaluate as ev
 from samus.cli import main as samus_main
 from samus.data import folder_items, load_image
 from samus.metrics import dice_score, hd95, iou_score, segmentation_metrics, summarize
-from conftest import ROOT, SAMPLES, load_png
+from repo_paths import ROOT, SAMPLES, load_png
 
 
 def square(shape=(40, 40), y0=5, x0=5, size=20):

@@ -12,7 +12,7 @@ from samus.evaluate import evaluate
 from samus.feature_cache import FeatureCache
 from samus.train import TrainConfig, train
 
-from conftest import SAMPLES
+from repo_paths import SAMPLES
 
 
 @pytest.fixture(scope="module")

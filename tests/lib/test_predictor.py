@@ -7,7 +7,7 @@ import torch
 
 import samus
 from samus.preprocess import to_model_coords, to_original_coords
-from conftest import SAMPLES, load_png
+from repo_paths import SAMPLES, load_png
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from samus.predictor import PRECISIONS as MODEL_PRECISIONS
 from samus.train import train_on_pairs, trainer_option_defaults
 
 from ..errors import show
-from ..model_service import ModelService
+from ..model_service import ModelService, current_file
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class SamusTrainTask(TrainTask):
         logger.info(f"training at niceness {os.nice(0)} with {self.threads} thread(s)")
 
     def current_file(self) -> str:
-        return self.publish_path if os.path.isfile(self.publish_path) else self.base_path
+        return current_file(self.publish_path, self.base_path)
 
     def prepare(self, request: dict, datastore: Datastore) -> Tuple[Dict[str, Any], List[Tuple[str, str]]]:
         """Checked options and a snapshot of the labelled data."""

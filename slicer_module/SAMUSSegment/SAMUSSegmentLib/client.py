@@ -199,6 +199,11 @@ class SamusClient:
                 return None
             raise
 
+    def train_stats(self, trainer: str = TRAINER) -> dict | None:
+        """The trainer's own record of its latest run (/info/'s train_stats), or None when it has none."""
+        stats = (self.info().get("train_stats") or {}).get(trainer)
+        return stats if isinstance(stats, dict) and stats else None
+
     def train_stop(self) -> dict:
         return self._json("DELETE", "/train/")
 

@@ -17,6 +17,7 @@ if MODULE_DIR not in sys.path:
 from SAMUSSegmentLib import geometry, nrrd  # noqa: E402
 from SAMUSSegmentLib.frames import ArrayMaskStore  # noqa: E402
 from SAMUSSegmentLib.session import InteractiveSession, JobResult  # noqa: E402
+from SAMUSSegmentLib.training import describe_training  # noqa: E402
 from SAMUSSegmentLib.upload import FrameStack  # noqa: E402
 
 
@@ -47,6 +48,12 @@ class SAMUSSegmentLibTest(unittest.TestCase):
         self.assertTrue(session.masks.read_frame("s", 1).all())
         session.undo()
         self.assertFalse(session.masks.read_frame("s", 1).any())
+
+    def test_training_progress_from_the_trainers_record(self):
+        task = {"status": "RUNNING", "details": ["epoch 9/10"]}  # log wording is shown, never parsed
+        record = {"status": "RUNNING", "epoch": 2, "step": 5, "steps": 10, "total_epochs": 5}
+        self.assertAlmostEqual(describe_training(task, record)[1], 0.3)
+        self.assertIsNone(describe_training(task, None)[1])
 
 
 if __name__ == "__main__":

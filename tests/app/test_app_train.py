@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import requests
 import torch
-from monailabel.client import MONAILabelClient
 from PIL import Image
 
 from app_server import APP_DIR, free_port, running_server
@@ -37,11 +36,6 @@ def server(studies, tiny_checkpoint, tmp_path_factory):
             "train_nice": "5", "train_threads": "1"}
     with running_server(studies, conf, log_dir=tmp_path_factory.mktemp("log")) as url:
         yield url
-
-
-@pytest.fixture
-def client(server, tmp_path):
-    return MONAILabelClient(server, tmpdir=str(tmp_path))
 
 
 def save_labels(client, names=("benign_3", "malignant_2")):

@@ -432,12 +432,55 @@ def test_a_request_in_flight_does_not_keep_the_process_alive(tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_training_progress_is_readable():
+def test_training_progress_is_readable(running_task, train_record):
     assert describe_training(None)[0] == "NONE"
-    status, fraction, text = describe_training(
-        {"status": "RUNNING", "details": ["loading", "Epoch: 3/10, loss 0.41", ""]})
+    status, fraction, text = describe_training(running_task, train_record)  # progress: the trainer's record
     assert status == "RUNNING" and fraction == pytest.approx(0.3) and "30%" in text and "loss 0.41" in text
     assert describe_training({"status": "DONE", "details": []})[1] == 1.0
+
+
+def test_training_progress_comes_from_the_trainers_record_not_the_log(running_task, train_record):
+    mid_epoch = dict(train_record, epoch=4, step=3, steps=12)  # a quarter into epoch 4 of 10
+    assert describe_training(running_task, mid_epoch)[1] == pytest.approx(0.325)
+    assert describe_training(running_task, dict(train_record, epoch=0, step=None))[1] == 0.0  # started
+    # The log says "Epoch: 3/10", but without the record there is no progress: a busy indicator.
+    status, fraction, text = describe_training(running_task, None)
+    assert (status, fraction) == ("RUNNING", None) and "%" not in text and "loss 0.41" in text
+    # The record of an earlier run (this one has not written its own yet) says nothing about this one.
+    assert describe_training(running_task, dict(train_record, status="DONE"))[1] is None
+    assert describe_training(running_task, dict(train_record, total_epochs=0))[1] is None
+    assert describe_training({"status": "SUBMITTED"}, train_record)[1] is None  # queued: not started
+    assert describe_training({"status": "STOPPED"}, train_record)[1] is None
+
+
+def test_read_training_asks_for_the_record_only_while_training_runs(running_task, train_record):
+    from SAMUSSegmentLib.training import read_training
+
+    class Client:
+        def __init__(self, task, stats):
+            self.task, self.stats, self.asked = task, stats, []
+
+        def train_status(self):
+            return self.task
+
+        def train_stats(self, trainer):
+            self.asked.append(trainer)
+            return self.stats
+
+    client = Client(running_task, train_record)
+    assert read_training(client)[1] == pytest.approx(0.3) and client.asked == ["samus"]
+    client = Client({"status": "DONE", "details": []}, None)
+    assert read_training(client)[:2] == ("DONE", 1.0) and client.asked == []
+    assert read_training(Client(None, None))[0] == "NONE"
+
+
+def test_client_reads_the_trainers_record_from_info():
+    client = SamusClient("http://127.0.0.1:1")
+    client.info = lambda: {"models": {}, "train_stats": {"samus": {"status": "RUNNING", "epoch": 1}, "other": {}}}
+    assert client.train_stats() == {"status": "RUNNING", "epoch": 1}
+    assert client.train_stats("other") is None and client.train_stats("none") is None
+    client.info = lambda: {"models": {}}
+    assert client.train_stats() is None
 
 
 def test_a_box_goes_with_the_frames_clicks_as_roi_and_is_undone_with_them():

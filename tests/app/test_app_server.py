@@ -55,11 +55,6 @@ def bundled_model():
     assert BUNDLED, f"accuracy needs the bundled model {samus.DEFAULT_CHECKPOINT}, which is missing"
 
 
-@pytest.fixture
-def client(server, tmp_path):
-    return MONAILabelClient(server, tmpdir=str(tmp_path))
-
-
 def post_infer(server, model, image, params, files=None):
     return requests.post(f"{server}/infer/{model}", params={"image": image, "output": "json"},
                          data={"params": json.dumps(params)}, files=files, timeout=120)

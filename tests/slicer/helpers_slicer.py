@@ -10,12 +10,15 @@ from unittest import mock
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "slicer_module" / "SAMUSSegment"
 LIB_DIR = MODULE_DIR / "SAMUSSegmentLib"
 MODULE_FILE = MODULE_DIR / "SAMUSSegment.py"
+SELF_TEST_FILE = MODULE_DIR / "Testing" / "Python" / "SAMUSSegmentTest.py"  # the module's SAMUSSegmentTest
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SAMUSSegment.ui"
 ICON_FILE = MODULE_DIR / "Resources" / "Icons" / "SAMUSSegment.png"
+SAMPLES = ROOT / "samples" / "busi"
+APP_TESTS_DIR = ROOT / "tests" / "app"  # app_server.py: the real server the server tests talk to
 
 # Slicer puts the module folder on sys.path; do the same so `import SAMUSSegmentLib` works.
 if str(MODULE_DIR) not in sys.path:
@@ -100,5 +103,13 @@ def load_module_file():
     spec = importlib.util.spec_from_file_location("SAMUSSegment", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)
     sys.modules["SAMUSSegment"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_self_test():
+    """Testing/Python/SAMUSSegmentTest.py as SAMUSSegment.runTest loads it; call after load_module_file()."""
+    spec = importlib.util.spec_from_file_location("SAMUSSegmentTest", SELF_TEST_FILE)
+    module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

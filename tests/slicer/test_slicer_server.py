@@ -5,6 +5,7 @@ One server (tiny random model) for the whole module; the input is a small cine b
 """
 import json
 import shutil
+import sys
 import time
 import urllib.request
 
@@ -13,8 +14,10 @@ import pytest
 from PIL import Image
 
 import helpers_slicer  # noqa: F401  (puts the library on sys.path)
-from app_server import running_server
-from conftest import SAMPLES
+from helpers_slicer import APP_TESTS_DIR, SAMPLES
+
+sys.path.insert(0, str(APP_TESTS_DIR))  # app_server.py, which starts the app for the app tests too
+from app_server import running_server  # noqa: E402
 from SAMUSSegmentLib.chunks import ChunkedPropagation
 from SAMUSSegmentLib.client import SamusClient, ServerError
 from SAMUSSegmentLib.frames import ArrayMaskStore, non_empty_frames

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import samus
-from samus.propagate import FramePrompt, PropagationOptions, _chain_order, derived_prompt, propagate
+from samus.propagate import FramePrompt, PropagationOptions, chain_order, derived_prompt, propagate
 
 
 @pytest.mark.parametrize("seeds, direction, expected", [
@@ -13,7 +13,7 @@ from samus.propagate import FramePrompt, PropagationOptions, _chain_order, deriv
     ([0, 9], "both", [(0, [1, 2, 3, 4]), (9, [8, 7, 6, 5])]),
 ])
 def test_chains_cover_each_frame_once(seeds, direction, expected):
-    chains = _chain_order(seeds, 0, 9, direction)
+    chains = chain_order(seeds, 0, 9, direction)
     assert chains == expected
     visited = [k for _, frames in chains for k in frames]
     assert len(visited) == len(set(visited)) and not set(visited) & set(seeds)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers_slicer import ICON_FILE, LIB_DIR, MODULE_DIR, MODULE_FILE, ROOT, UI_FILE, fake_slicer, load_module_file
+from helpers_slicer import (ICON_FILE, LIB_DIR, MODULE_DIR, MODULE_FILE, ROOT, SELF_TEST_FILE, UI_FILE, fake_slicer,
+                            load_module_file, load_self_test)
 
 EXTENSION_DIR = ROOT / "slicer_module"
 PY_FILES = sorted(EXTENSION_DIR.rglob("*.py"))
@@ -28,6 +29,10 @@ QT_WIDGETS = {"QWidget", "QLabel", "QLineEdit", "QPushButton", "QComboBox", "QSp
 
 def module_ast():
     return ast.parse(MODULE_FILE.read_text(), str(MODULE_FILE))
+
+
+def self_test_ast():
+    return ast.parse(SELF_TEST_FILE.read_text(), str(SELF_TEST_FILE))
 
 
 def ui_tree():
@@ -82,8 +87,8 @@ def test_ui_parameter_bindings_match_the_parameter_node():
 
 
 def test_module_follows_the_scripted_module_template():
-    tree = module_ast()
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    # The test case class is in Testing/Python (Slicer's convention); the module file has the other three.
+    classes = {n.name: n for tree in (module_ast(), self_test_ast()) for n in tree.body if isinstance(n, ast.ClassDef)}
     for name in ("SAMUSSegment", "SAMUSSegmentWidget", "SAMUSSegmentLogic", "SAMUSSegmentTest"):
         assert name in classes, f"missing class {name}"
     test_methods = {f.name for f in classes["SAMUSSegmentTest"].body if isinstance(f, ast.FunctionDef)}
@@ -150,8 +155,8 @@ def test_module_cmake_lists_every_script_and_resource():
     assert listed == expected
     for resource in re.findall(r"(Resources/\S+)", text):
         assert (MODULE_DIR / resource.replace("${MODULE_NAME}", "SAMUSSegment")).is_file(), resource
-    assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest" in text
-    testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text()  # the unittests are registered here
+    assert "slicerMacroBuildScriptedModule" in text and "slicer_add_python_unittest" in testing
     for script in re.findall(r"SCRIPT (\S+)\)", testing):
         assert (MODULE_DIR / "Testing" / "Python" / script).is_file()
 
@@ -184,7 +189,8 @@ def _closed_port_url():
 
 
 def _self_test_probe(module, ran):
-    """The module's SAMUSSegmentTest with its two scene parts (which need Slicer) replaced by recorders."""
+    """The module's SAMUSSegmentTest (`module`: its Testing/Python file) with its two scene parts (which need
+    Slicer) replaced by recorders."""
 
     class Probe(module.SAMUSSegmentTest):
         def test_volume_geometry_and_frame_masks(self):
@@ -199,9 +205,9 @@ def _self_test_probe(module, ran):
 def test_self_test_skips_only_the_server_part_when_no_server_answers(monkeypatch):
     monkeypatch.setenv("SAMUS_SERVER_URL", _closed_port_url())
     with fake_slicer() as slicer:
-        module = load_module_file()
+        load_module_file()
         ran = []
-        probe = _self_test_probe(module, ran)
+        probe = _self_test_probe(load_self_test(), ran)
         # The build test (slicer_add_python_unittest) runs the test_ methods through unittest.
         result = unittest.TestResult()
         unittest.TestLoader().loadTestsFromTestCase(probe).run(result)
@@ -227,9 +233,9 @@ def test_self_test_fails_when_something_else_answers(monkeypatch, tmp_path):
     monkeypatch.setenv("SAMUS_SERVER_URL", f"http://127.0.0.1:{httpd.server_address[1]}")
     try:
         with fake_slicer():
-            module = load_module_file()
+            load_module_file()
             result = unittest.TestResult()
-            _self_test_probe(module, [])("test_cine_clicks_with_server").run(result)
+            _self_test_probe(load_self_test(), [])("test_cine_clicks_with_server").run(result)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -340,13 +346,26 @@ def test_self_test_compares_proxy_refreshes_per_batch_instead_of_expecting_none(
     # proxies and the image proxy (no "save changes") is deep-copied, which fires its ModifiedEvent: a
     # self-test that expects no proxy event fails inside Slicer (issue 15, finding 2). It must compare the
     # events of a one-frame batch with those of a three-frame batch instead.
-    tree = module_ast()
+    tree = self_test_ast()
     test_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMUSSegmentTest")
     method = next(f for f in test_class.body if isinstance(f, ast.FunctionDef) and f.name == "test_cine_frame_masks")
-    source = ast.get_source_segment(MODULE_FILE.read_text(), method)
+    source = ast.get_source_segment(SELF_TEST_FILE.read_text(), method)
     assert "proxyCopies" not in source and ", [])" not in source
     calls = [n for n in ast.walk(method) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
     compared = [c for c in calls if c.func.attr == "assertLessEqual"
                 and [getattr(a, "id", None) for a in c.args[:2]] == ["threeFrames", "oneFrame"]]
     assert len(compared) == 1
     assert any(c.func.attr == "assertSavedAgainAfterItemWrites" for c in calls)  # finding 1, checked in Slicer too
+
+
+def test_reload_and_test_runs_the_self_test_from_testing_python(monkeypatch):
+    # Slicer's Reload & Test (and the Self Tests module) call the module's runTest; the case is in Testing/Python.
+    monkeypatch.setenv("SAMUS_SERVER_URL", _closed_port_url())
+    with fake_slicer():
+        module = load_module_file()
+        found = module.selfTestClass()
+        assert found.__name__ == "SAMUSSegmentTest" and found.__module__ == "SAMUSSegmentTest"
+        ran = []
+        monkeypatch.setattr(module, "selfTestClass", lambda: _self_test_probe(load_self_test(), ran))
+        module.SAMUSSegment.runTest(mock.MagicMock(), msec=0)
+        assert ran == ["volume", "cine"]
