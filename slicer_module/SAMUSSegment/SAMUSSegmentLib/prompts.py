@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class FramePrompts:
+class PlacedPrompts:
+    """The clicks (IJK) and box a user placed for one segment on one frame."""
+
     positive: tuple = ()
     negative: tuple = ()
     box: tuple | None = None  # (i0, j0, i1, j1), i0 <= i1 and j0 <= j1
@@ -55,16 +57,16 @@ def _points(points) -> tuple:
 
 @dataclass
 class PromptStore:
-    _data: dict = field(default_factory=dict)  # (segment_id, frame) -> FramePrompts
+    _data: dict = field(default_factory=dict)  # (segment_id, frame) -> PlacedPrompts
 
-    def get(self, segment_id: str, frame: int) -> FramePrompts:
-        return self._data.get((segment_id, int(frame)), FramePrompts())
+    def get(self, segment_id: str, frame: int) -> PlacedPrompts:
+        return self._data.get((segment_id, int(frame)), PlacedPrompts())
 
-    def set(self, segment_id: str, frame: int, positive=(), negative=(), box=None) -> FramePrompts:
+    def set(self, segment_id: str, frame: int, positive=(), negative=(), box=None) -> PlacedPrompts:
         """Replaces the points and the box of one frame; returns what was there before."""
         key = (segment_id, int(frame))
-        before = self._data.get(key, FramePrompts())
-        new = FramePrompts(_points(positive), _points(negative), normalize_box(box))
+        before = self._data.get(key, PlacedPrompts())
+        new = PlacedPrompts(_points(positive), _points(negative), normalize_box(box))
         if new:
             self._data[key] = new
         else:

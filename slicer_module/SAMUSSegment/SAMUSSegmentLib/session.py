@@ -19,7 +19,7 @@ from .models import with_model
 from .frames import check_frame, frame_from_result, merge_segments, non_empty_frames
 from .nifti import read_label
 from .nrrd import write_nrrd
-from .prompts import FramePrompts, PromptStore
+from .prompts import PlacedPrompts, PromptStore
 from .undo import PackedMask, UndoEntry, UndoStack
 from .upload import FrameStack, ImageUploader
 
@@ -55,7 +55,7 @@ class JobResult:
     meta: dict = field(default_factory=dict)   # the server's JSON answer
 
 
-def interactive_params(prompts: FramePrompts, frame: int) -> dict:
+def interactive_params(prompts: PlacedPrompts, frame: int) -> dict:
     """The app's params for one frame's prompts: clicks as [i, j, frame], the box as `roi` [x0, y0, x1, y1]."""
     foreground, background = prompts.server_points(frame)
     params = {"foreground": foreground, "background": background, "slice": int(frame),

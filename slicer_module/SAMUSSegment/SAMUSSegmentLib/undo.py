@@ -27,7 +27,7 @@ class UndoEntry:
     description: str
     segment_id: str
     masks_before: dict = field(default_factory=dict)    # frame -> PackedMask
-    prompts_before: dict = field(default_factory=dict)  # frame -> FramePrompts
+    prompts_before: dict = field(default_factory=dict)  # frame -> PlacedPrompts
 
     @property
     def frames(self) -> list[int]:
