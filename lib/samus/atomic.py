@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+TEMP_PREFIX = ".tmp-"  # the name of a file still being written, beside its destination (listers skip these)
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -12,7 +14,7 @@ def atomic_path(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1], dir=folder)
     os.close(fd)
     try:
         yield tmp

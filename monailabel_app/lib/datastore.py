@@ -21,7 +21,7 @@ import numpy as np
 from filelock import FileLock
 
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
-from samus.atomic import atomic_path
+from samus.atomic import TEMP_PREFIX, atomic_path
 from samus.io import IMAGE_EXTS, VOLUME_EXTS, read_array
 
 from .app_conf import RequestLimits
@@ -32,7 +32,6 @@ from .request_guard import remove_after_response
 from .storage_limits import check_datastore_room
 
 STORED_EXTS = IMAGE_EXTS + VOLUME_EXTS + (".seg.nrrd",)
-WRITING = ".tmp-"  # samus.atomic's temporary file beside its destination, until the rename
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.() +-]{0,199}$")
 
 
@@ -75,7 +74,7 @@ class CheckedDatastore(LocalDatastore):
     def _list_files(self, path, patterns):
         """As MONAI Label's, without files still being written (named `.tmp-XXXX.png` by samus.atomic): a
         concurrent rescan never lists them."""
-        return {name: f for name, f in super()._list_files(path, patterns).items() if not name.startswith(WRITING)}
+        return {name: f for name, f in super()._list_files(path, patterns).items() if not name.startswith(TEMP_PREFIX)}
 
     def _check_room(self, dest: str, src: str) -> None:
         """With the lock held, before `src` is stored as `dest` (which it may replace)."""
