@@ -29,10 +29,10 @@ def dice(a, b) -> float:
     return 2.0 * (a & b).sum() / (a.sum() + b.sum())
 
 
-# Dice the mask of one click on an object must reach. The accurate model under-segments from a single click
-# (it covers the clicked part and grows with corrective clicks; MODEL_CARD.md), so its bar is lower; what
-# must hold for both is that the mask is on the clicked object and not on the other one.
-ONE_CLICK_DICE = {"fast": 0.6, "accurate": 0.2}
+# Dice the mask of one click on an object must reach (each model measures 0.63-0.92 (fast) and 0.80-0.98
+# (accurate) on these scenes); what must hold for both is that the mask is on the clicked object and not on
+# the other one.
+ONE_CLICK_DICE = {"fast": 0.6, "accurate": 0.75}
 
 
 @pytest.fixture(scope="module")

@@ -363,11 +363,11 @@ def test_bundled_model_segments_the_sample_busi_images(tmp_path, variant):
     report = ev.evaluate(samus.SamusPredictor(model), folder_items(SAMPLES, split=None), protocols=("1click", "box"),
                          out_dir=tmp_path, n_overlays=1)
     assert report["n_images"] == 7
-    # The fast model scores 0.84 from one click here (0.69 on the whole BUSI test split); the accurate one is
-    # weaker from one click and far better from a box (MODEL_CARD.md). A broken model or pipeline falls far
-    # below these.
+    # Measured here: the fast model 0.84 from one click (0.69 on the whole BUSI test split); the accurate one
+    # 0.845 from one click and 0.850 from a box (0.774 and 0.913 on the test split; MODEL_CARD.md). A broken
+    # model or pipeline falls far below these.
     one_click, box = (report["summary"][p]["dice"]["mean"] for p in ("1click", "box"))
     if variant == "fast":
         assert one_click > 0.75
     else:
-        assert one_click > 0.4 and box > 0.85, (one_click, box)
+        assert one_click > 0.8 and box > 0.83, (one_click, box)
