@@ -7,8 +7,9 @@ costs one prompt-encoder + mask-decoder pass; the loss is taken on the last roun
 
 Prompts are padded rows (x, y, label) in 256-pixel space with SAM's point-embedding labels: 0 negative,
 1 positive, 2 / 3 box corners, -1 padding. `embed_points` turns such rows into exactly the sparse
-embedding SAM's `PromptEncoder` gives for the same clicks and box, but for a batch whose samples carry
-different numbers and kinds of prompts.
+embedding SAM's `PromptEncoder` gives for the same clicks and box. The decoder attends to padding rows, so
+sessions and click curves decode every group of alike first prompts with exactly the padding SAM's prompt
+encoder adds at inference (`prompt_groups`, `compact_rows`, `sam_padded`).
 """
 from typing import List, Optional, Tuple
 
@@ -51,7 +52,7 @@ def dense_embedding(prompt_encoder, batch: int, mask_input: Optional[torch.Tenso
 def decode_rows(model, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
                 mask_input: Optional[torch.Tensor] = None,
                 use_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Prompt encoder + mask decoder for padded prompt rows -> (B x 1 x 128 x 128 logits, B x 1 IoU)."""
+    """Prompt encoder + mask decoder for prompt rows -> (B x 1 x L x L low-res logits, B x 1 IoU)."""
     sparse = embed_points(model.prompt_encoder, coords, labels)
     dense = dense_embedding(model.prompt_encoder, coords.shape[0], mask_input, use_mask)
     with _full_precision(coords):
