@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .prompts import BOX_TL_LABEL, PAD_LABEL, next_click
+from .prompts import BOX_BR_LABEL, BOX_TL_LABEL, PAD_LABEL, next_click
 
 
 def embed_points(prompt_encoder, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -105,11 +105,10 @@ class ClickSimulation(nn.Module):
                 rounds: int, rng: np.random.Generator, features: Optional[torch.Tensor] = None
                 ) -> List[Tuple[torch.Tensor, ...]]:
         embeddings = image_embeddings(self.model, images, features)
-        groups = [(idx, self._session(embeddings[idx], *compact_rows(coords[idx], labels[idx]), masks[idx], rounds, rng))
-                  for idx in prompt_groups(labels)]
-        order = torch.argsort(torch.cat([idx for idx, _ in groups]))
-        return [tuple(_merge([g[1][r][k] for g in groups], order, k >= 2) for k in range(4))
-                for r in range(len(groups[0][1]))]
+        sessions, order = per_prompt_group(
+            coords, labels, lambda idx, c, l: self._session(embeddings[idx], c, l, masks[idx], rounds, rng))
+        return [tuple(_merge([s[r][k] for s in sessions], order, k >= 2) for k in range(4))
+                for r in range(len(sessions[0]))]
 
     def _session(self, embeddings, coords, labels, masks, rounds, rng) -> List[Tuple[torch.Tensor, ...]]:
         """One group's session (its samples share the kind of first prompt, so their padding is SAM's)."""
@@ -137,6 +136,20 @@ class ClickSimulation(nn.Module):
 # with more padding tokens than it gets at inference (a single click then came out much too small), so a
 # batch is split into groups whose first prompts have the same number of rows and box or not, and every
 # group is decoded with exactly the padding inference uses.
+def box_rows(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """B x 4 boxes (x1, y1, x2, y2) -> their corner rows (B x 2 x 2) and labels (B x 2: 2, 3)."""
+    labels = torch.tensor([BOX_TL_LABEL, BOX_BR_LABEL], device=boxes.device).expand(len(boxes), 2)
+    return torch.stack([boxes[:, :2], boxes[:, 2:]], 1), labels
+
+
+def per_prompt_group(coords: torch.Tensor, labels: torch.Tensor, run) -> Tuple[list, torch.Tensor]:
+    """`run(indices, real rows, their labels)` for every group of alike first prompts -> (the results in
+    group order, the permutation that puts rows concatenated in group order back in batch order)."""
+    groups = prompt_groups(labels)
+    results = [run(idx, *compact_rows(coords[idx], labels[idx])) for idx in groups]
+    return results, torch.argsort(torch.cat(groups))
+
+
 def prompt_groups(labels: torch.Tensor) -> List[torch.Tensor]:
     """Indices of the samples that share their number of real prompt rows and whether one is a box."""
     key = (labels != PAD_LABEL).sum(1) * 2 + (labels == BOX_TL_LABEL).any(1).long()
@@ -184,10 +197,17 @@ def click_curve(model, images: Optional[torch.Tensor], coords: torch.Tensor, lab
                 clicks: int, feed_mask: bool = True, features: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Deterministic evaluation session on a batch: the given first prompt, then `clicks - 1` corrective
     clicks at the deepest error pixel -> B x clicks Dice on the model's canvas (empty vs empty scores 1)."""
-    embeddings = image_embeddings(model, images, features)
-    groups = [(idx, _curve(model, embeddings[idx], *compact_rows(coords[idx], labels[idx]), masks[idx], clicks, feed_mask))
-              for idx in prompt_groups(labels)]
-    return torch.cat([d for _, d in groups])[torch.argsort(torch.cat([idx for idx, _ in groups]))]
+    return embedding_click_curve(model, image_embeddings(model, images, features), coords, labels, masks, clicks,
+                                 feed_mask)
+
+
+@torch.no_grad()
+def embedding_click_curve(model, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
+                          masks: torch.Tensor, clicks: int, feed_mask: bool = True) -> torch.Tensor:
+    """`click_curve` on image embeddings already computed (several prompts on one batch encode it once)."""
+    curves, order = per_prompt_group(
+        coords, labels, lambda idx, c, l: _curve(model, embeddings[idx], c, l, masks[idx], clicks, feed_mask))
+    return torch.cat(curves)[order]
 
 
 def _curve(model, embeddings, coords, labels, masks, clicks: int, feed_mask: bool) -> torch.Tensor:

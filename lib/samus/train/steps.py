@@ -8,9 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..click_simulation import click_logits
+from ..click_simulation import box_rows, click_logits
 from ..losses import iou_head_loss
-from ..prompts import BOX_BR_LABEL, BOX_TL_LABEL
 from .box_teacher import box_teacher_loss
 from .config import TrainConfig
 
@@ -19,9 +18,7 @@ def prompt_rows(batch, box: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """The batch's first prompts as padded rows; with `box` the jittered box is appended as corner rows."""
     coords, labels = batch["point_coords"], batch["point_labels"]
     if box:
-        b = batch["box"]
-        corners = torch.stack([b[:, :2], b[:, 2:]], 1)
-        corner_labels = torch.tensor([BOX_TL_LABEL, BOX_BR_LABEL]).expand(len(b), 2)
+        corners, corner_labels = box_rows(batch["box"])
         coords, labels = torch.cat([coords, corners], 1), torch.cat([labels, corner_labels], 1)
     return coords, labels
 
@@ -49,15 +46,14 @@ def train_step(run, batch, epoch: int, step: int) -> torch.Tensor:
     feats = batch["embedding"].to(device).float() if "embedding" in batch else None
     if cfg.channels_last and images is not None:
         images = images.contiguous(memory_format=torch.channels_last)
-    coords, labels = prompt_rows(batch, cfg.box and cfg.prompts == "fixed")
+    coords, labels = (t.to(device) for t in prompt_rows(batch, cfg.box and cfg.prompts == "fixed"))
     rng = np.random.default_rng([cfg.seed, epoch, step, run.ctx.rank])  # resumed runs repeat the clicks
     rounds = int(rng.integers(0, cfg.max_rounds + 1))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-        outputs = run.net(images, coords.to(device), labels.to(device), batch["mask"].to(device), rounds, rng, feats)
+        outputs = run.net(images, coords, labels, batch["mask"].to(device), rounds, rng, feats)
     loss = step_loss(outputs, batch["low_mask"].to(device), run.criterion, cfg, run.model.img_size)
     if run.teacher is not None and (cfg.loss_every_round or rounds == 0):  # outputs[0] is then the first round
-        loss = loss + cfg.box_teacher_weight * box_teacher_loss(run.teacher, feats, coords.to(device),
-                                                                labels.to(device), outputs[0][0])
+        loss = loss + cfg.box_teacher_weight * box_teacher_loss(run.teacher, feats, coords, labels, outputs[0][0])
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

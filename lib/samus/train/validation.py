@@ -4,8 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..click_simulation import click_curve
-from ..prompts import BOX_BR_LABEL, BOX_TL_LABEL
+from ..click_simulation import box_rows, embedding_click_curve, image_embeddings
 
 
 @torch.no_grad()
@@ -22,14 +21,12 @@ def validate(model, loader, device: torch.device, bf16: bool = False, clicks: in
         features = batch["embedding"].to(device).float() if "embedding" in batch else None
         masks = batch["mask"].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            dice = click_curve(model, images, batch["point_coords"].to(device), batch["point_labels"].to(device),
-                               masks, clicks, features=features)
+            embeddings = image_embeddings(model, images, features)  # once for the clicks and the box
+            dice = embedding_click_curve(model, embeddings, batch["point_coords"].to(device),
+                                         batch["point_labels"].to(device), masks, clicks)
             if box:
-                b = batch["box"].to(device)
-                corners = torch.stack([b[:, :2], b[:, 2:]], 1)
-                corner_labels = torch.tensor([[BOX_TL_LABEL, BOX_BR_LABEL]], device=device).expand(len(b), 2)
-                dice = torch.cat([dice, click_curve(model, images, corners, corner_labels, masks, 1,
-                                                    features=features)], 1)
+                dice = torch.cat([dice, embedding_click_curve(model, embeddings, *box_rows(batch["box"].to(device)),
+                                                              masks, 1)], 1)
         rows = torch.cat([dice.cpu(), torch.ones(len(dice), 1, dtype=torch.float64)], 1)
         sums.index_add_(0, torch.as_tensor(batch["dataset"]), rows)
     return sums
