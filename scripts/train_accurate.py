@@ -16,9 +16,9 @@ from samus.train import TrainConfig, train
 WEIGHTS = {"busi": 1.0, "hc18": 1.0, "usgra": 1.5}
 
 
-def items(root: Path, split: str, limit=None):
+def items(root: Path, split: str, limit=None, leave_out=()):
     out = []
-    for name in WEIGHTS:
+    for name in (n for n in WEIGHTS if n not in leave_out):
         its = load_items(root / name, split)
         if limit and name == "hc18":
             keep = list(dict.fromkeys(str(it["image"]) for it in its))[:limit]
@@ -43,8 +43,13 @@ def main(argv=None) -> int:
     p.add_argument("--box-prob", type=float, default=0.3)
     p.add_argument("--box-teacher-weight", type=float, default=0.0,
                    help="box-only predictions also learn LiteMedSAM's own answer with this weight")
+    p.add_argument("--regression-weight", type=float, default=0.0,
+                   help="penalise corrective rounds that lower the previous round's Dice (needs --loss-every-round)")
     p.add_argument("--val-box", action="store_true", help="the validation score also counts the tight box")
     p.add_argument("--max-rounds", type=int, default=2)
+    p.add_argument("--leave-out", nargs="*", default=(), choices=tuple(WEIGHTS),
+                   help="data sets left out of training and validation (a model that has not seen them, for "
+                        "benchmarks/bench_new_organ.py)")
     p.add_argument("--loss-every-round", action="store_true",
                    help="loss on the first prompt and every corrective round (the first click learns every step)")
     args = p.parse_args(argv)
@@ -55,10 +60,13 @@ def main(argv=None) -> int:
         feature_cache=args.cache, views=("orig",), out_dir=args.out, resume=args.resume, prompts="interactive",
         max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=args.box_prob, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
         checkpoint=args.checkpoint, box_teacher_weight=args.box_teacher_weight, val_box=args.val_box,
-        data_weights=WEIGHTS, progress_bar=False, tensorboard=False,
-        data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra",
+        regression_weight=args.regression_weight,
+        data_weights={k: w for k, w in WEIGHTS.items() if k not in args.leave_out}, progress_bar=False, tensorboard=False,
+        data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra"
+             + (f"; left out: {', '.join(args.leave_out)}" if args.leave_out else ""),
     )
-    result = train(cfg, items(args.data, "train", args.hc18_images), items(args.data, "val"))
+    result = train(cfg, items(args.data, "train", args.hc18_images, args.leave_out),
+                   items(args.data, "val", leave_out=args.leave_out))
     print({k: result[k] for k in ("best", "last", "best_dice", "epochs_done")})
     return 0
 

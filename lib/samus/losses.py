@@ -40,3 +40,18 @@ def iou_head_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Te
         union = (pred | gt).sum(1).float()
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     return F.mse_loss(iou_pred.float().flatten(), iou)
+
+
+def per_sample_soft_dice(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft Dice of each sample (B) of B x 1 x h x w logits against {0, 1} targets."""
+    p = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    return (2 * (p * t).sum(1) + smooth) / ((p * p).sum(1) + (t * t).sum(1) + smooth)
+
+
+def regression_loss(previous: torch.Tensor, current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How much a corrective round made the mask worse: mean over samples of max(0, soft Dice of the
+    previous round (a constant) - soft Dice of this round). A click should never cost Dice; the main loss
+    alone lets a round trade a good mask for an average one."""
+    before = per_sample_soft_dice(previous.detach(), target)
+    return torch.relu(before - per_sample_soft_dice(current, target)).mean()

@@ -12,6 +12,7 @@ from typing import Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .correction import CORRECTIONS, local_correction
 from .modeling.promptable import PromptableModel
 from .preprocess import to_unit_grayscale
 
@@ -169,19 +170,25 @@ class SamusPredictor:
         return ImageEmbedding(emb.float(), gray.shape)
 
     # ---- prompting ------------------------------------------------------------------------------------
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None):
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, correction: str = "local",
+                new_click: int = -1):
         """Clicks (x=column, y=row, original pixels) with labels 1/0, optional box and previous low-res logits.
 
-        Returns (boolean mask at the original size, score, float32 low-res logits: L x L, L =
-        `model.low_res_size`, 128 for SAMUS and 256 for LiteMedSAM).
+        With `mask_input`, click `new_click` (default: the last) is the corrective click: `correction="local"`
+        keeps the change it makes only where that change touches it (`samus.correction`), "global" takes the
+        decoder's whole new mask. Returns (boolean mask at the original size, score, float32 low-res logits:
+        L x L, L = `model.low_res_size`, 128 for SAMUS and 256 for LiteMedSAM).
         """
         if self._current is None:
             raise RuntimeError("call set_image before predict")
-        return self.predict_embedding(self._current, point_coords, point_labels, box, mask_input)
+        return self.predict_embedding(self._current, point_coords, point_labels, box, mask_input, correction,
+                                      new_click)
 
     @torch.inference_mode()
     def predict_embedding(self, emb: ImageEmbedding, point_coords=None, point_labels=None, box=None,
-                          mask_input=None):
+                          mask_input=None, correction: str = "local", new_click: int = -1):
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
         h, w = emb.original_size
         to_canvas = self.model.geometry.coords
         coords, labels, boxes, masks = None, None, None, None
@@ -198,8 +205,20 @@ class SamusPredictor:
         if mask_input is not None:
             masks = _check_mask_input(mask_input, self.model.low_res_size).to(self.device)
         low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks)
+        if masks is not None and coords is not None and correction == "local":
+            low_res = self._local_correction(masks, low_res, coords, labels, new_click)
         full = self.model.geometry.to_original(low_res, (h, w))
         return (full[0, 0] > 0).cpu().numpy(), float(iou[0, 0]), low_res[0, 0].float().cpu().numpy()
+
+    def _local_correction(self, previous, low_res, coords, labels, new_click) -> torch.Tensor:
+        n = coords.shape[1]
+        if isinstance(new_click, bool) or not isinstance(new_click, (int, np.integer)) or not -n <= new_click < n:
+            raise ValueError(f"new_click must index one of the {n} clicks, got {new_click!r}")
+        scale = self.model.low_res_size / self.model.img_size  # canvas pixels -> low-res cells
+        xy = (coords[0, new_click].float().cpu().numpy() + 0.5) * scale
+        merged = local_correction(previous[0, 0].float().cpu().numpy(), low_res[0, 0].float().cpu().numpy(), xy,
+                                  int(labels[0, new_click]))
+        return torch.from_numpy(merged)[None, None].to(low_res.device)
 
 
 def _check_points(point_coords, point_labels, hw):

@@ -8,14 +8,15 @@ send those logits, so the app keeps the logits of recent requests and looks them
 
     key = (image content, frame, model version, box, clicks as a multiset)
 
-A request with clicks C reuses the entry of C minus one click, if one exists. Removing a click (undo) finds
+A request with clicks C reuses the entry of C minus one click, if one exists; that one click is the corrective
+click (the predictor then changes the mask only around it, `samus.correction`). Removing a click (undo) finds
 the request before it, so it gets the mask it had before. The memory is bounded (LRU in entries and bytes:
 the accurate model's logits are 256 x 256, four times the small model's), holds only
 model outputs for clicks a client sent, and a new model version never meets old entries.
 """
 import threading
 from collections import OrderedDict
-from typing import Hashable, Optional, Tuple
+from typing import Hashable, NamedTuple, Optional, Tuple
 
 import numpy as np
 from samus.propagate import FramePrompt
@@ -35,6 +36,19 @@ def _box_key(prompt: FramePrompt) -> Optional[Tuple]:
     return None if prompt.box is None else tuple(round(float(v), 2) for v in np.asarray(prompt.box).reshape(-1))
 
 
+class Previous(NamedTuple):
+    logits: np.ndarray  # float32 low-res logits of the earlier request
+    new_click: int  # index, in this request's clicks, of the one click the earlier request did not have
+
+
+def _index_of(prompt: FramePrompt, click: Tuple) -> int:
+    for i, (xy, label) in enumerate(zip(np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2),
+                                        np.asarray(prompt.labels).reshape(-1))):
+        if (round(float(xy[0]), 2), round(float(xy[1]), 2), int(label)) == click:
+            return i
+    raise AssertionError("the new click comes from this prompt")  # unreachable: keys are built from it
+
+
 class RefinementMemory:
     """Low-res logits of recent click requests, for the next request that adds one click. Thread-safe."""
 
@@ -44,8 +58,8 @@ class RefinementMemory:
         self._items: "OrderedDict[Hashable, np.ndarray]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def previous(self, image_key: str, frame: int, version: str, prompt: FramePrompt) -> Optional[np.ndarray]:
-        """Logits stored for this prompt minus one click, or None."""
+    def previous(self, image_key: str, frame: int, version: str, prompt: FramePrompt) -> Optional[Previous]:
+        """Logits stored for this prompt minus one click, and which click that is; or None."""
         clicks = _click_key(prompt)
         head = (image_key, frame, version, _box_key(prompt))
         with self._lock:
@@ -56,7 +70,7 @@ class RefinementMemory:
                 logits = self._items.get(key)
                 if logits is not None:
                     self._items.move_to_end(key)
-                    return logits.astype(np.float32)
+                    return Previous(logits.astype(np.float32), _index_of(prompt, clicks[i]))
         return None
 
     def remember(self, image_key: str, frame: int, version: str, prompt: FramePrompt, logits: np.ndarray) -> None:

@@ -27,9 +27,11 @@ def test_a_request_with_one_more_click_finds_the_previous_logits():
     m.remember("img", 0, "v1", prompt([(10, 20, 1), (30, 5, 0)]), logits(2))
     # order of the clicks does not matter (the Slicer plugin sends foreground and background lists)
     got = m.previous("img", 0, "v1", prompt([(30, 5, 0), (50, 50, 1), (10.0, 20.0, 1)]))
-    assert got is not None and got.dtype == np.float32 and np.all(got == 2)
+    assert got is not None and got.logits.dtype == np.float32 and np.all(got.logits == 2)
+    assert got.new_click == 1  # the click the earlier request did not have, wherever the client put it
     # undo: the last click removed -> the request before it
-    assert np.all(m.previous("img", 0, "v1", prompt([(10, 20, 1), (30, 5, 0)])) == 1)
+    undo = m.previous("img", 0, "v1", prompt([(10, 20, 1), (30, 5, 0)]))
+    assert np.all(undo.logits == 1) and undo.new_click == 1
 
 
 def test_nothing_is_shared_across_images_frames_versions_boxes_or_labels():
@@ -52,5 +54,5 @@ def test_memory_is_bounded_and_keeps_the_recent_entries():
         m.remember("img", 0, "v1", prompt([(i, i, 1)]), logits(i))
     assert len(m) == 3
     assert m.previous("img", 0, "v1", prompt([(0, 0, 1), (9, 9, 1)])) is None  # evicted
-    assert np.all(m.previous("img", 0, "v1", prompt([(4, 4, 1), (9, 9, 1)])) == 4)
+    assert np.all(m.previous("img", 0, "v1", prompt([(4, 4, 1), (9, 9, 1)])).logits == 4)
     RefinementMemory(max_entries=0).remember("img", 0, "v1", prompt([(1, 1, 1)]), logits(1))  # disabled: no error

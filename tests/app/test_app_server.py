@@ -339,6 +339,8 @@ BAD_INFER = [
     ("bad result dtype", "samus", "benign_3", {"foreground": [[50, 50]], "result_dtype": "complex"}, 400, "result_dtype"),
     ("bad roi", "samus", "benign_3", {"roi": [1, 2, 3]}, 400, "roi"),
     ("refine not a boolean", "samus", "benign_3", {"foreground": [[50, 50]], "refine": "yes"}, 400, "refine"),
+    ("unknown correction", "samus", "benign_3", {"foreground": [[50, 50]], "correction": "partial"}, 400,
+     "correction must be one of"),
     ("unknown variant", "samus", "benign_3", {"foreground": [[50, 50]], "variant": "huge"}, 400, "variant must be one of"),
     ("variant not a string", "samus", "benign_3", {"foreground": [[50, 50]], "variant": ["fast"]}, 400, "variant"),
     ("propagation variant", "samus_propagate", CINE, {"foreground": [[10, 10, 3]], "variant": "x"}, 400, "variant"),

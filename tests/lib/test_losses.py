@@ -68,3 +68,27 @@ def test_iou_head_loss_against_the_actual_iou():
     assert loss.item() == pytest.approx(((0.25 - 0.5) ** 2 + 0) / 2)
     loss.backward()
     assert iou_pred.grad[0, 0] < 0  # pushes the low prediction up
+
+
+def test_regression_loss_counts_only_rounds_that_made_the_mask_worse():
+    from samus.losses import regression_loss
+
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    good = (target * 2 - 1) * 6  # logits that match the target
+    bad = torch.full_like(target, -6.0)  # an empty mask
+    assert float(regression_loss(bad, good, target)) == 0.0  # better than before: no cost
+    current = bad.clone().requires_grad_(True)
+    loss = regression_loss(good.requires_grad_(True), current, target)
+    assert float(loss) > 0.9
+    loss.backward()
+    assert good.grad is None and current.grad is not None  # the previous round is a constant
+
+
+def test_regression_weight_needs_every_round():
+    from samus.train import TrainConfig
+    from samus.train.config import check_config
+
+    with pytest.raises(ValueError, match="loss_every_round"):
+        check_config(TrainConfig(regression_weight=1.0))
+    check_config(TrainConfig(regression_weight=1.0, loss_every_round=True))

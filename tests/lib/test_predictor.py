@@ -185,6 +185,8 @@ def test_bad_images_are_refused_with_a_reason(predictor, image, message):
     (dict(point_coords=[[1, 2]], point_labels=[1], box=[5, 5, 1, 1]), "x1 <= x2"),
     (dict(point_coords=[[1, 2]], point_labels=[1], box=[0, 0, 100, 10]), "outside"),
     (dict(point_coords=[[1, 2]], point_labels=[1], mask_input=np.zeros((64, 64))), "low-res"),
+    (dict(point_coords=[[1, 2]], point_labels=[1], correction="partial"), "correction must be one of"),
+    (dict(point_coords=[[1, 2]], point_labels=[1], mask_input=np.zeros((128, 128)), new_click=1), "new_click"),
 ])
 def test_bad_prompts_are_refused_with_a_reason(predictor, kwargs, message):
     predictor.set_image(np.zeros((60, 80), np.uint8))

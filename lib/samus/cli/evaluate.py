@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..correction import CORRECTIONS
 from ..data import dataset_name, load_items
 from ..evaluate import (BASELINES, PROTOCOLS, evaluate, format_comparison, format_summary, write_click_plot,
                         write_curve_csv, write_json)
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="read frozen-trunk features (LiteMedSAM-based models) from this cache, filling it as "
                         "needed: repeated evaluations skip the ~1 s encoder per image")
+    p.add_argument("--correction", default="local", choices=CORRECTIONS,
+                   help="how a corrective click changes the mask fed back: local (default: only the region the "
+                        "click touches changes) or global (the decoder's whole new mask)")
     p.set_defaults(func=guarded(run_evaluate, "evaluate"))
 
 
@@ -116,7 +120,8 @@ def evaluate_data_set(args, pred, path: str, tag: str, name: str, folder: str, i
 
     report = evaluate(pred, items, protocols, args.k, folder_out, eval_size, args.seed, args.overlays,
                       meta, progress=progress, components=not args.no_components,
-                      min_fraction=args.min_target_fraction, features=feature_cache(args, pred.model))
+                      min_fraction=args.min_target_fraction, features=feature_cache(args, pred.model),
+                      correction=args.correction)
     write_click_plot({name: report}, folder_out / "click_curve.png")
     print(f"== {name}{' (' + tag + ')' if tag else ''}: " + format_summary(report))
     return report

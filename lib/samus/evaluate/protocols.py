@@ -37,19 +37,22 @@ def resize_pair(image: np.ndarray, gt: np.ndarray, size: int) -> Tuple[np.ndarra
     return small, resize_mask(np.asarray(gt, dtype=bool), size).numpy().astype(bool)
 
 
-def predict_clicks(predictor, clicks, mask_input=None, box=None):
+def predict_clicks(predictor, clicks, mask_input=None, box=None, correction: str = "local"):
+    """The predictor on (x, y, label) clicks; with `mask_input` the last click is the corrective one."""
     if not clicks:
         return predictor.predict(box=box, mask_input=mask_input)
     pts = np.array([[c[0], c[1]] for c in clicks], dtype=np.float64)
     labels = np.array([c[2] for c in clicks], dtype=np.int32)
-    return predictor.predict(pts, labels, box=box, mask_input=mask_input)
+    return predictor.predict(pts, labels, box=box, mask_input=mask_input, correction=correction)
 
 
 def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequence[str] = PROTOCOLS,
-                   k: int = 5, rng: Optional[np.random.Generator] = None, key=None, embedding=None) -> Dict[str, dict]:
+                   k: int = 5, rng: Optional[np.random.Generator] = None, key=None, embedding=None,
+                   correction: str = "local") -> Dict[str, dict]:
     """Runs the protocols on one image; -> {protocol: {clicks, pred, score, first_contains_click, **metrics}
     (+ dice_per_click, iou_per_click, noc85, noc90 for the k-click protocols)}. `embedding` (an
-    `ImageEmbedding` of this image, e.g. from cached features) skips the image encoder."""
+    `ImageEmbedding` of this image, e.g. from cached features) skips the image encoder. `correction`: how a
+    corrective click changes the mask fed back (`samus.correction`)."""
     gt = np.asarray(gt, dtype=bool)
     if embedding is not None:
         predictor.set_embedding(embedding)
@@ -57,7 +60,7 @@ def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequ
         predictor.set_image(image, key=key)
     results = {}
     if "box" in protocols or "box_kclick" in protocols:
-        results.update(box_protocols(predictor, gt, protocols, k, rng))
+        results.update(box_protocols(predictor, gt, protocols, k, rng, correction))
     if not any(p in protocols for p in ("1click", "kclick", "kclick_nomask")):
         return results
     click = first_click(gt)
@@ -70,12 +73,12 @@ def evaluate_image(predictor, image: np.ndarray, gt: np.ndarray, protocols: Sequ
         if protocol in protocols:
             state = copy.deepcopy(rng)  # both k-click protocols break ties alike
             results[protocol] = click_session(predictor, gt, click, pred, score, logits, k, state,
-                                               feed_mask=protocol == "kclick")
+                                               feed_mask=protocol == "kclick", correction=correction)
             results[protocol]["first_contains_click"] = contains
     return results
 
 
-def box_protocols(predictor, gt, protocols, k, rng) -> Dict[str, dict]:
+def box_protocols(predictor, gt, protocols, k, rng, correction: str = "local") -> Dict[str, dict]:
     box = tight_box(gt) if gt.any() else np.array([0, 0, gt.shape[1] - 1, gt.shape[0] - 1], np.float32)
     pred, score, logits = predict_clicks(predictor, [], box=box)
     out = {}
@@ -84,12 +87,14 @@ def box_protocols(predictor, gt, protocols, k, rng) -> Dict[str, dict]:
                       **segmentation_metrics(pred, gt)}
     if "box_kclick" in protocols:
         # the box counts as the first interaction: the curve's point 1 is the box alone
-        res = click_session(predictor, gt, None, pred, score, logits, k, copy.deepcopy(rng), True, box=box)
+        res = click_session(predictor, gt, None, pred, score, logits, k, copy.deepcopy(rng), True, box=box,
+                            correction=correction)
         out["box_kclick"] = dict(res, first_contains_click=None)  # no click to contain
     return out
 
 
-def click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: bool, box=None) -> dict:
+def click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: bool, box=None,
+                  correction: str = "local") -> dict:
     clicks, dice, iou = ([click] if click is not None else []), [dice_score(pred, gt)], [iou_score(pred, gt)]
     while len(dice) < k:
         nxt = next_click(pred, gt, rng, previous=clicks)
@@ -98,7 +103,8 @@ def click_session(predictor, gt, click, pred, score, logits, k, rng, feed_mask: 
             iou.append(iou[-1])
             continue
         clicks.append(nxt)
-        pred, score, logits = predict_clicks(predictor, clicks, mask_input=logits if feed_mask else None, box=box)
+        pred, score, logits = predict_clicks(predictor, clicks, mask_input=logits if feed_mask else None, box=box,
+                                             correction=correction)
         dice.append(dice_score(pred, gt))
         iou.append(iou_score(pred, gt))
     noc = {f"noc{round(t * 100)}": number_of_clicks(dice, t) for t in NOC_THRESHOLDS}

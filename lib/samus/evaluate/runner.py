@@ -7,6 +7,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..correction import CORRECTIONS
 from ..data.items import load_pair
 from ..data.targets import binarize_mask, label_targets
 from ..metrics import summarize
@@ -62,8 +63,11 @@ class Extremes:
 
 
 
-def check_options(protocols: Sequence[str], k: int, eval_size: Optional[int], features) -> Tuple[str, ...]:
+def check_options(protocols: Sequence[str], k: int, eval_size: Optional[int], features, correction: str = "local"
+                  ) -> Tuple[str, ...]:
     protocols = tuple(protocols)
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"unknown protocol(s) {unknown}; choose from {PROTOCOLS}")
@@ -80,26 +84,27 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
              out_dir=None, eval_size: Optional[int] = None, seed: int = 0, n_overlays: int = 5,
              meta: Optional[dict] = None, loader: Optional[Callable[[dict], Tuple[np.ndarray, np.ndarray]]] = None,
              progress: Optional[Callable[[int, str], None]] = None, components: bool = False,
-             min_fraction: float = 0.001, features=None) -> dict:
+             min_fraction: float = 0.001, features=None, correction: str = "local") -> dict:
     """Evaluates `predictor` on reader `items`; -> report dict (also written under `out_dir` when given).
 
     `meta` (e.g. checkpoint, dataset, split) is copied into the report. `loader` maps an item to
     (image, label); the default reads it with `samus.data` (keeping the current volume open across frames).
     The item's `class_id` (a label value or "all") and `components` choose the targets (`label_targets`).
     `features` (a `samus.feature_cache.FeatureCache` of the model's frozen trunk) supplies the image
-    encoder's work from disk, encoding and storing what is missing; the masks are the same.
+    encoder's work from disk, encoding and storing what is missing; the masks are the same. `correction`:
+    how a corrective click with the previous mask fed back changes it (`samus.correction`).
     """
     if loader is None:
         volumes: dict = {}
         loader = lambda item: load_item_label(item, volumes)  # noqa: E731
-    protocols = check_options(protocols, k, eval_size, features)
+    protocols = check_options(protocols, k, eval_size, features, correction)
     rows: List[dict] = []
     extremes = {p: Extremes(n_overlays if out_dir is not None else 0) for p in protocols}
     start = time.perf_counter()
     n_images = n_targets = 0
     call = object()  # cache keys of this call only: the targets of one image share its embedding
     options = dict(protocols=protocols, k=k, eval_size=eval_size, seed=seed, components=components,
-                   min_fraction=min_fraction, features=features)
+                   min_fraction=min_fraction, features=features, correction=correction)
     for order, item in enumerate(items):
         iid, targets = evaluate_item(predictor, item, loader(item), order, (call, order), rows, extremes, **options)
         n_targets += targets
@@ -109,6 +114,7 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
     if n_images == 0:
         raise ValueError("no images to evaluate")
     report = build_report(predictor, rows, protocols, k, eval_size, seed, meta, n_images, n_targets, start)
+    report["config"]["correction"] = correction
     if out_dir is not None:
         write_report(report, out_dir)
         report["overlays"] = write_overlays(extremes, Path(out_dir) / "overlays")
@@ -117,7 +123,7 @@ def evaluate(predictor, items: Iterable[dict], protocols: Sequence[str] = PROTOC
 
 
 def evaluate_item(predictor, item: dict, loaded, order: int, key, rows: List[dict], extremes: Dict[str, Extremes],
-                  protocols, k, eval_size, seed, components, min_fraction, features) -> Tuple[str, int]:
+                  protocols, k, eval_size, seed, components, min_fraction, features, correction) -> Tuple[str, int]:
     """Every target of one item through the protocols: rows appended, cases offered to `extremes`;
     -> (the last target's id, the number of targets)."""
     image, label = loaded
@@ -137,7 +143,8 @@ def evaluate_item(predictor, item: dict, loaded, order: int, key, rows: List[dic
         # A cache key only for the targets of one image: a model being trained must never be scored
         # with embeddings from its earlier weights.
         results = evaluate_image(predictor, img, gt, protocols, k, item_rng(seed, iid),
-                                 key=key if len(targets) > 1 and eval_size is None else None, embedding=embedding)
+                                 key=key if len(targets) > 1 and eval_size is None else None, embedding=embedding,
+                                 correction=correction)
         for protocol, res in results.items():
             rows.append(report_row(iid, item, protocol, res, gt.shape, class_id))
             extremes[protocol].offer(res["dice"], order, lambda res=res, img=img, gt=gt, iid=iid: {

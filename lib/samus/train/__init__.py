@@ -15,8 +15,8 @@ Modules: `config` (TrainConfig), `distributed`, `model_setup`, `loaders`, `steps
 """
 from .config import ProgressFn, TrainConfig, trainer_option_defaults
 from .loop import train
-from .pairs import split_items, train_on_pairs
+from .pairs import label_recipe, split_items, train_on_pairs
 from .validation import validate
 
-__all__ = ["ProgressFn", "TrainConfig", "split_items", "train", "train_on_pairs", "trainer_option_defaults",
+__all__ = ["ProgressFn", "TrainConfig", "label_recipe", "split_items", "train", "train_on_pairs", "trainer_option_defaults",
            "validate"]

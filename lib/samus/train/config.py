@@ -102,6 +102,9 @@ class TrainConfig:
     box_teacher_weight: float = option(
         0.0, help="lite_medsam: box-only predictions also learn LiteMedSAM's own answer (its frozen heads on the "
                   "same trunk features) with this weight, so training for clicks keeps what boxes give")
+    regression_weight: float = option(
+        0.0, help="with --loss-every-round: extra loss on each corrective round by how much it lowered the soft "
+                  "Dice of the round before (a click should never make the mask worse)")
     val_box: bool = option(False, help="validation also scores the tight box; the selection score then averages "
                                        "the first click, the last click and the box")
 
@@ -126,6 +129,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"need batch_size >= 1, epochs >= 0, lr > 0 (got {cfg.batch_size}, {cfg.epochs}, {cfg.lr})")
     if cfg.max_rounds < 0 or cfg.val_clicks < 1:
         raise ValueError(f"need max_rounds >= 0 and val_clicks >= 1 (got {cfg.max_rounds}, {cfg.val_clicks})")
+    if cfg.regression_weight and not cfg.loss_every_round:
+        raise ValueError("regression_weight compares consecutive rounds: it needs loss_every_round")
     epoch_lr(cfg, 0)  # an unknown schedule fails now, not after the data is decoded
     if cfg.samples_per_epoch is not None and cfg.samples_per_epoch < 1:
         raise ValueError(f"samples_per_epoch must be >= 1 (got {cfg.samples_per_epoch})")

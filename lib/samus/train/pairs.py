@@ -22,6 +22,13 @@ def split_items(items: Sequence[Item], val_fraction: float, seed: int = 0) -> Tu
     return [it for it in items if str(it["image"]) not in val_files], [it for it in items if str(it["image"]) in val_files]
 
 
+def label_recipe(mode: str) -> Dict[str, Any]:
+    """The bundled models' loss recipe for fine-tuning on users' labels (MODEL_CARD.md), used by the MONAI
+    Label trainer and benchmarks/bench_new_organ.py: the IoU head learns too where it is trainable (`mode`
+    full), and masks are pushed to hold every positive click and no negative one."""
+    return {"iou_loss_weight": 1.0 if mode == "full" else 0.0, "click_loss_weight": 0.5}
+
+
 def train_on_pairs(pairs: Sequence[Tuple[str, str]], val_pairs: Optional[Sequence[Tuple[str, str]]] = None,
                    val_fraction: float = 0.2, class_id: int = 1, progress: Optional[ProgressFn] = None,
                    should_stop: Optional[Callable[[], bool]] = None, **options) -> Dict[str, Any]:

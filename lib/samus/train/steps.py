@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..click_simulation import box_rows, click_logits
-from ..losses import iou_head_loss
+from ..losses import iou_head_loss, regression_loss
 from .box_teacher import box_teacher_loss
 from .config import TrainConfig
 
@@ -26,10 +26,12 @@ def prompt_rows(batch, box: bool) -> Tuple[torch.Tensor, torch.Tensor]:
 def step_loss(outputs: Sequence[Tuple[torch.Tensor, ...]], target: torch.Tensor, criterion, cfg: TrainConfig,
               img_size: int) -> torch.Tensor:
     """The loss of one step, averaged over the rounds that carry one: SAMUS's Dice + BCE on the low-res
-    logits, plus the optional IoU-head and click terms. `outputs` are ClickSimulation's
-    (low-res logits, IoU prediction, prompt coords, prompt labels) rows."""
+    logits, plus the optional IoU-head, click and regression terms. `outputs` are ClickSimulation's
+    (low-res logits, IoU prediction, prompt coords, prompt labels) rows, one per round that carries a loss."""
     loss = 0.0
-    for low, iou, final_coords, final_labels in outputs:
+    for r, (low, iou, final_coords, final_labels) in enumerate(outputs):
+        if cfg.regression_weight and r > 0:  # every round is here only with loss_every_round (check_config)
+            loss = loss + cfg.regression_weight * regression_loss(outputs[r - 1][0], low, target)
         loss = loss + criterion(low, target)
         if cfg.iou_loss_weight:
             loss = loss + cfg.iou_loss_weight * iou_head_loss(low, iou, target)

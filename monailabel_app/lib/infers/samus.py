@@ -2,6 +2,7 @@
 import time
 
 import numpy as np
+from samus.correction import CORRECTIONS
 
 from ..errors import bad_request, show
 from ..image_io import check_result_format, write_label
@@ -28,10 +29,14 @@ class SamusInfer(SamusInferBase):
         refine = request.get("refine", self.refine_default)
         if not isinstance(refine, bool):
             raise bad_request(f"refine must be true or false, got {show(refine)}")
-        refined = False
+        correction = request.get("correction", "local")
+        if correction not in CORRECTIONS:
+            raise bad_request(f"correction must be one of {', '.join(CORRECTIONS)}, got {show(correction)}")
+        refined, new_click = False, -1  # an explicit mask_input: the last click is the corrective one
         if previous is None and refine:
-            previous = self.memory.previous(info.key, frame, served.version, prompt)
-            refined = previous is not None
+            found = self.memory.previous(info.key, frame, served.version, prompt)
+            if found is not None:
+                previous, new_click, refined = found.logits, found.new_click, True
 
         t1 = time.perf_counter()
         with self.scheduler.job("samus", INTERACTIVE) as job:  # clicks go before other users' long jobs
@@ -39,8 +44,8 @@ class SamusInfer(SamusInferBase):
                 with job.slot():
                     emb, cache_hit = self.embedding(served, info, frame)
                     t2 = time.perf_counter()
-                    mask, score, logits = served.predictor.predict_embedding(emb, prompt.points, prompt.labels,
-                                                                             prompt.box, previous)
+                    mask, score, logits = served.predictor.predict_embedding(
+                        emb, prompt.points, prompt.labels, prompt.box, previous, correction, new_click)
             except ValueError as e:  # prompts or pixels the predictor refuses
                 raise bad_request(str(e)) from None
         self.encode_ahead.after_click(served, info, frame)

@@ -29,7 +29,7 @@ from monailabel.utils.others.generic import device_list, name_to_device
 from samus import read_checkpoint
 from samus.atomic import atomic_path
 from samus.predictor import PRECISIONS as MODEL_PRECISIONS
-from samus.train import train_on_pairs, trainer_option_defaults
+from samus.train import label_recipe, train_on_pairs, trainer_option_defaults
 
 from ..errors import show
 from ..model_service import ModelService, current_file
@@ -269,10 +269,7 @@ class SamusTrainTask(TrainTask):
             arch=opts["arch"], feature_cache=self.feature_cache if opts["arch"] != "samus" else None,
             config=opts["config"], checkpoint=opts["start_checkpoint"], mode=opts["mode"], lr=opts["lr"],
             batch_size=opts["batch_size"], epochs=opts["epochs"], seed=opts["seed"], bf16=opts["bf16"],
-            device=device, out_dir=opts["run_dir"], max_rounds=opts["max_rounds"],
-            # the bundled model's recipe (MODEL_CARD.md): the IoU head learns too where it is trainable, and
-            # masks are pushed to hold every positive click and no negative one
-            iou_loss_weight=1.0 if opts["mode"] == "full" else 0.0, click_loss_weight=0.5,
+            device=device, out_dir=opts["run_dir"], max_rounds=opts["max_rounds"], **label_recipe(opts["mode"]),
             max_steps_per_epoch=opts["max_steps_per_epoch"], progress_bar=False, tensorboard=True,
             data="MONAI Label datastore (labels/final)",
         )
