@@ -263,7 +263,8 @@ class _Propagation:
             batch = order[start:start + opts.batch_size]
             for k, emb in zip(batch, self.embeddings(batch)):
                 p, mask_input, carried = self.next_prompt(prev, k, emb, carried)
-                mask, score, logits = self.predictor.predict_embedding(emb, p.points, p.labels, p.box, mask_input)
+                mask, score, logits = self.predictor.predict_embedding(emb, p.points, p.labels, p.box, mask_input,
+                                                                      correction="global")  # another frame's mask
                 if mask.sum() < opts.min_area or (opts.min_score is not None and score < opts.min_score):
                     result.stopped_at.append(k)
                     return prev, carried, k

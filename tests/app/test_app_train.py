@@ -209,3 +209,19 @@ def test_trainer_fine_tunes_the_foundation_model_on_cached_features(tmp_path):
     assert len(cached) == len(names)  # one entry per submitted image, reused by the next run
     served = service.get()  # the service swaps the published weights in
     assert served.path == service.publish_path and served.predictor.model.arch == "lite_medsam"
+
+
+def test_training_precision_auto_is_bf16_where_the_device_computes_it(tiny_checkpoint, tmp_path):
+    sys.path.insert(0, str(APP_DIR))
+    from lib.app_conf import native_bf16, parse_conf
+    from lib.model_service import ModelService
+    from lib.trainers.samus import SamusTrainTask, TrainRequestError
+
+    service = ModelService(parse_conf({"checkpoint": str(tiny_checkpoint), "device": "cpu"}), str(tmp_path))
+    task = SamusTrainTask(str(tmp_path), service)
+    assert task.config()["precision"][0] == "auto"  # the default MONAI Label shows first
+    assert task.check_request({"device": "cpu"})["bf16"] is native_bf16("cpu")
+    assert task.check_request({"device": "cpu", "precision": "fp32"})["bf16"] is False
+    assert task.check_request({"device": "cpu", "precision": "bf16"})["bf16"] is True
+    with pytest.raises(TrainRequestError, match="precision must be one of"):
+        task.check_request({"precision": "fp16"})

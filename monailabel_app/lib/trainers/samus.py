@@ -31,13 +31,14 @@ from samus.atomic import atomic_path
 from samus.predictor import PRECISIONS as MODEL_PRECISIONS
 from samus.train import label_recipe, train_on_pairs, trainer_option_defaults
 
+from ..app_conf import native_bf16
 from ..errors import show
 from ..model_service import ModelService, current_file
 
 logger = logging.getLogger(__name__)
 
 TRAIN_MODES = ["auto", "adapter", "full"]
-PRECISIONS = list(MODEL_PRECISIONS)
+PRECISIONS = ["auto"] + list(MODEL_PRECISIONS)  # auto: bf16 where the device computes it natively
 # The options that are TrainConfig fields take their defaults from it (samus.train.config).
 TRAINING_DEFAULTS = trainer_option_defaults()
 
@@ -156,6 +157,7 @@ class SamusTrainTask(TrainTask):
         if not isinstance(gpus, str) or not _GPUS.fullmatch(gpus):  # becomes CUDA_VISIBLE_DEVICES
             raise TrainRequestError(f"gpus must be 'all' or GPU indices like '0,1', got {show(gpus)}")
         lr = number("learning_rate", 1e-12, 1.0)
+        device = name_to_device(device)
         return {
             "name": name,
             "epochs": integer("max_epochs", 1, 100_000),
@@ -163,11 +165,11 @@ class SamusTrainTask(TrainTask):
             "batch_size": integer("train_batch_size", 1, 1024),
             "lr": lr,
             "train_mode": req["train_mode"],
-            "bf16": req["precision"] == "bf16",
+            "bf16": req["precision"] == "bf16" or (req["precision"] == "auto" and native_bf16(device)),
             "max_rounds": integer("max_rounds", 0, 20),
             "max_steps_per_epoch": integer("max_steps_per_epoch", 0, 10**9) or None,
             "seed": integer("seed", 0, 2**32 - 1),
-            "device": name_to_device(device),
+            "device": device,
             "multi_gpu": str(req.get("multi_gpu")).lower() in ("true", "1"),
             "gpus": gpus,
         }
