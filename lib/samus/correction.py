@@ -21,6 +21,7 @@ from scipy import ndimage
 
 CORRECTIONS = ("local", "global")  # global: the decoder's whole new mask (SAM's behaviour)
 MIN_OVERLAP = 0.5  # below this IoU of the old and new masks a click re-defines the object
+REACH_MARGIN = 2.0  # low-res cells a change may reach beyond twice the click's distance to the old border
 
 
 def local_correction(previous: np.ndarray, new: np.ndarray, xy: Tuple[float, float], label: int) -> np.ndarray:
@@ -40,6 +41,11 @@ def local_correction(previous: np.ndarray, new: np.ndarray, xy: Tuple[float, flo
     if union == 0 or (was & now).sum() < MIN_OVERLAP * union:
         return new.copy()
     changed = (now & ~was) if label == 1 else (was & ~now)
+    # How far a click reaches: a simulated (or careful) user clicks in the middle of the error, so the error
+    # extends about as far again beyond the click. A change farther from the old border than twice the
+    # click's own distance to it (plus REACH_MARGIN cells) is the decoder's guess, not the user's request.
+    depth = ndimage.distance_transform_edt(~was if label == 1 else was)
+    changed &= depth <= 2 * depth[y, x] + REACH_MARGIN
     regions, _ = ndimage.label(changed)
     region = regions[y, x]
     if region == 0:  # the click's own pixel did not flip: take the decoder's whole answer

@@ -46,7 +46,7 @@ class Predictor:
     def encode_frames(self, frames, keys, batch_size=8):
         return [SimpleNamespace(original_size=np.shape(f)[:2], key=k) for f, k in zip(frames, keys)]
 
-    def predict_embedding(self, emb, points, labels, box, mask_input=None):
+    def predict_embedding(self, emb, points, labels, box, mask_input=None, correction="local"):
         h, w = emb.original_size
         y, x = np.mgrid[0:h, 0:w]
         if points is not None and (np.asarray(labels) == 1).any():
