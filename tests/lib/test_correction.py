@@ -77,3 +77,11 @@ def test_a_click_that_makes_the_model_see_another_object_takes_its_whole_answer(
     previous, new = square(2, 10, 2, 10), square(14, 30, 14, 30)  # e.g. a misread box, then a click elsewhere
     out = local_correction(logits(previous), logits(new), (20.0, 20.0), 1)
     assert np.array_equal(out, logits(new))
+
+
+def test_a_click_reaches_about_twice_its_distance_from_the_old_border():
+    previous = square(4, 28, 2, 16)
+    new = previous | square(4, 28, 16, 26)  # the decoder grows the mask 10 cells to the right
+    merged = local_correction(logits(previous), logits(new), (17.0, 16.0), 1) > 0  # 2 cells beyond the border
+    grown = merged & ~previous
+    assert grown[4:28, 16:22].all() and not grown[:, 22:].any()  # up to 2 x 2 + 2 = 6 cells from the old border
