@@ -7,6 +7,9 @@ Rows: the fast model (small SAMUS) fp32 / bf16; the accurate model's TinyViT tru
 fp32, bf16 (a bf16 copy, channels-last, as the predictor runs it) and, with --compile, torch.compile of the
 bf16 copy. The last column is the Dice between the box-prompted mask of each setting and fp32's on a real
 BUSI sample (1.0 = the same mask). The CPU's bf16 / AMX flags are printed first: speeds differ by machine.
+A second table times a further click on an already encoded frame (prompt encoder + mask decoder, the
+previous mask fed back, local correction, mapping to the image) with the predictor in fp32 and bf16
+(bf16 runs the mask decoder under autocast too), and its mask's Dice to fp32's.
 """
 import argparse
 import statistics
@@ -77,7 +80,32 @@ def main(argv=None) -> int:
             reference = mask if reference is None else reference
             dice = 2 * (mask & reference).sum() / max(1, mask.sum() + reference.sum())
             print(f"{name:10s} {label:28s} {ms:9.1f} {dice:18.4f}", flush=True)
+    print(f"\n{'model':10s} {'further click, predictor':28s} {'ms/click':>9s} {'mask Dice vs fp32':>18s}")
+    gt = np.asarray(Image.open(SAMPLE / "masks" / "benign_3.png")) > 0
+    for name in ("fast", "accurate"):
+        model = samus.load_default_model(model=name)
+        reference = None
+        for precision in ("fp32", "bf16"):
+            ms, mask = click_ms(samus.SamusPredictor(model, precision=precision), image, gt, args.repeats * 4)
+            reference = mask if reference is None else reference
+            dice = 2 * (mask & reference).sum() / max(1, mask.sum() + reference.sum())
+            print(f"{name:10s} {precision:28s} {ms:9.1f} {dice:18.4f}", flush=True)
     return 0
+
+
+def click_ms(predictor, image, gt, repeats: int):
+    """Median time of a second click (at the lesion's rightmost pixel) after a first one at its middle."""
+    predictor.set_image(image)
+    ys, xs = np.nonzero(gt)
+    first = [[int(np.median(xs)), int(np.median(ys))]]
+    _, _, low = predictor.predict(first, [1])
+    clicks = first + [[int(xs.max()), int(ys[np.argmax(xs)])]]
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mask, _, _ = predictor.predict(clicks, [1, 1], mask_input=low)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times), mask
 
 
 if __name__ == "__main__":

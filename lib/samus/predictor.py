@@ -204,7 +204,10 @@ class SamusPredictor:
             raise ValueError("no prompt: give at least one click or a box")
         if mask_input is not None:
             masks = _check_mask_input(mask_input, self.model.low_res_size).to(self.device)
-        low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks)
+        # bf16 pays in the decoder only where its output is large (LiteMedSAM's 256 x 256: benchmarks/
+        # bench_encoders.py); SAMUS's 128 x 128 decoder is faster in fp32
+        bf16_decoder = self.precision == "bf16" and self.model.low_res_size >= 256
+        low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks, bf16_decoder=bf16_decoder)
         if masks is not None and coords is not None and correction == "local":
             low_res = self._local_correction(masks, low_res, coords, labels, new_click)
         full = self.model.geometry.to_original(low_res, (h, w))

@@ -73,17 +73,23 @@ class PromptableModel(nn.Module):
         boxes: Optional[torch.Tensor] = None,
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = False,
+        bf16_decoder: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder on precomputed embeddings -> (low-res logits, iou)."""
+        """Prompt encoder + mask decoder on precomputed embeddings -> (low-res logits, iou). `bf16_decoder`
+        runs the mask decoder under bf16 autocast (the prompt encoder stays float32: its Fourier features of
+        pixel positions would lose about a pixel in bf16); the outputs are float32."""
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return self.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        image_pe = self.prompt_encoder.get_dense_pe()
+        with torch.autocast(image_embeddings.device.type, dtype=torch.bfloat16, enabled=bf16_decoder):
+            low_res, iou = self.mask_decoder(
+                image_embeddings=image_embeddings,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+        return low_res.float(), iou.float()
 
     def forward(
         self,
