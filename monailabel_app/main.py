@@ -63,7 +63,8 @@ class SamusApp(MONAILabelApp):
         self.decoded = DecodedImages()
         sharing = self.app_conf.sharing
         self.scheduler = Scheduler(max_batch_jobs=sharing.max_long_jobs)
-        self.encode_ahead = EncodeAhead(self.scheduler, self.decoded, sharing.encode_ahead)
+        self.encode_ahead = EncodeAhead(self.scheduler, self.decoded, sharing.encode_ahead,
+                                        sharing.encode_ahead_delay)
         self.access = ImageAccess(studies)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="SAMUS",
                          description="SAMUS point-prompted ultrasound segmentation", version="1.0")

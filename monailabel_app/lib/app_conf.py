@@ -55,12 +55,20 @@ class SharingConf:
     max_long_jobs: int  # propagations / scoring running or queued at once (429 beyond)
     batch_frames: int  # frames a long job encodes per turn: the most a click waits for
     encode_ahead: int  # frames on each side of a clicked frame encoded while the server is idle (0: off)
+    encode_ahead_delay: float  # seconds without requests before encode-ahead starts (a user's next click waits less)
     train_nice: int  # niceness added to the training process
     train_threads: int  # PyTorch threads of the training process
     max_sessions: int
     max_sessions_mb: int
     max_datastore_files: int  # images and labels in the studies folder
     max_datastore_mb: int
+
+
+def _seconds(v: str) -> float:
+    f = float(v)  # ValueError for "abc"
+    if not 0 <= f <= 3600:  # also False for NaN
+        raise ValueError("must be between 0 and 3600 seconds")
+    return f
 
 
 def _checkpoint(v: str) -> str:
@@ -224,6 +232,7 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
     "batch_frames": (_int_at_least(1), "an integer >= 1 (frames a propagation encodes per turn)", "4"),
     "encode_ahead": (_int_at_least(0), "an integer >= 0 (neighbouring frames encoded ahead on each side; 0: off)",
                      "2"),
+    "encode_ahead_delay": (_seconds, "a number of seconds >= 0 (quiet time before encode-ahead starts)", "1.0"),
     "train_nice": (_nice, "0..19 (niceness added to the training process)", "10"),
     "train_threads": (_train_threads, "auto or an integer >= 1 (CPU threads of the training process)", "auto"),
     "max_sessions": (_int_at_least(1), "an integer >= 1 (sessions kept at once)", "64"),

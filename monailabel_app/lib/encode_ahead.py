@@ -3,8 +3,10 @@
 A frame's first click costs an encoder pass; the next click of a user stepping through a cine or volume
 is usually on a neighbouring frame. After a click on frame k, one background thread encodes frames k+1,
 k-1, k+2, k-2, ... (`--conf encode_ahead` frames on each side) into the shared embedding cache, at the
-scheduler's lowest priority: it starts only when no request is active, holds the model for one frame at a
-time, and drops its plan as soon as real work arrives (a newer click brings a new plan).
+scheduler's lowest priority: it starts only when no request has been active for `--conf encode_ahead_delay`
+seconds, holds the model for one frame at a time, and drops its plan as soon as real work arrives (a newer
+click brings a new plan). The delay keeps it out of a user's quick follow-up clicks: an encoder pass cannot
+be interrupted, and the accurate model's takes about 0.6 s, which a click arriving meanwhile would wait for.
 """
 import logging
 import threading
@@ -23,10 +25,11 @@ def neighbour_order(frame: int, n_frames: int, window: int) -> List[int]:
 
 
 class EncodeAhead:
-    def __init__(self, scheduler: Scheduler, decoded, window: int):
+    def __init__(self, scheduler: Scheduler, decoded, window: int, delay: float = 0.0):
         self.scheduler = scheduler
         self.decoded = decoded
         self.window = window
+        self.delay = delay
         self._plan: Optional[tuple] = None
         self._wake = threading.Condition()
         self.encoded = 0  # frames encoded ahead so far (for tests and logs)
@@ -49,7 +52,7 @@ class EncodeAhead:
             with self._wake:
                 while self._plan is None:
                     self._wake.wait()
-            if not self.scheduler.wait_idle(timeout=5.0):
+            if not self.scheduler.wait_idle(timeout=5.0, quiet=self.delay):
                 continue  # still busy: look again (a newer plan may have replaced this one)
             with self._wake:
                 plan, self._plan = self._plan, None

@@ -93,6 +93,7 @@ class Scheduler:
         self._active: Dict[int, Job] = {}  # id(job) -> job, jobs between start() and finish()
         self._tracked: Dict[str, Job] = {}  # client-named jobs, for progress and cancellation (bounded)
         self._max_tracked = max_tracked
+        self._quiet_since = time.monotonic()  # when real work was last active
 
     # ---------------------------------------------------------------------------------------- jobs
     def start(self, kind: str, priority: int, job_id: Optional[str] = None) -> Job:
@@ -121,6 +122,8 @@ class Scheduler:
     def finish(self, job: Job, state: str = "done") -> None:
         with self._cond:
             self._active.pop(id(job), None)
+            if job.priority != PREFETCH:
+                self._quiet_since = time.monotonic()
             job.state = "cancelled" if job.cancelled else state
             self._cond.notify_all()
 
@@ -146,10 +149,19 @@ class Scheduler:
     def _busy(self) -> bool:  # with the lock held: real work (not encode-ahead) is active
         return any(j.priority != PREFETCH for j in self._active.values())
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no real work is active; False if there still is some after `timeout` seconds."""
+    def wait_idle(self, timeout: float, quiet: float = 0.0) -> bool:
+        """Wait until no real work has been active for `quiet` seconds; False if that has not happened after
+        `timeout` seconds."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: not self._busy(), timeout)
+            while True:
+                now = time.monotonic()
+                if not self._busy() and now - self._quiet_since >= quiet:
+                    return True
+                if now >= deadline:
+                    return False
+                left = deadline - now if self._busy() else min(deadline - now, quiet - (now - self._quiet_since))
+                self._cond.wait(max(left, 0.001))
 
     # ---------------------------------------------------------------------------------------- the slot
     def _cancel_prefetch(self) -> None:  # with the lock held

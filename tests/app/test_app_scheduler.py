@@ -87,8 +87,17 @@ def test_encode_ahead_runs_only_when_idle_and_stops_when_work_arrives():
     assert s.wait_idle(timeout=0)
 
 
+def test_encode_ahead_waits_for_a_quiet_spell_after_the_last_request():
+    s = Scheduler()
+    with s.job("click", INTERACTIVE):
+        pass
+    assert not s.wait_idle(timeout=0.05, quiet=0.3)  # a user's next click may follow at once
+    assert s.wait_idle(timeout=2.0, quiet=0.3)
+
+
 @pytest.mark.parametrize("key, value", [("train_nice", "20"), ("train_nice", "-1"), ("batch_frames", "0"),
                                         ("max_long_jobs", "0"), ("encode_ahead", "-1"), ("max_sessions", "x"),
+                                        ("encode_ahead_delay", "-1"), ("encode_ahead_delay", "nan"),
                                         ("train_threads", "0"), ("max_datastore_mb", "0")])
 def test_bad_sharing_conf_is_refused_naming_the_key(key, value):
     with pytest.raises(ConfError, match=f"--conf {key}"):
@@ -98,6 +107,7 @@ def test_bad_sharing_conf_is_refused_naming_the_key(key, value):
 def test_sharing_conf_defaults():
     sharing = parse_conf({"device": "cpu"}).sharing
     assert (sharing.max_long_jobs, sharing.batch_frames, sharing.encode_ahead, sharing.train_nice) == (8, 4, 2, 10)
+    assert sharing.encode_ahead_delay == 1.0
     assert sharing.train_threads >= 1 and sharing.max_sessions == 64
 
 
