@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from bench_encoders import cpu_flags  # this folder is on sys.path when a benchmark runs as a script
 from samus.build import build_model
 from samus.data import load_items
 from samus.evaluate import evaluate
@@ -29,14 +30,6 @@ from samus.predictor import SamusPredictor
 from samus.train import label_recipe, train_on_pairs, trainer_option_defaults
 
 PROTOCOLS = ("kclick", "box")
-
-
-def cpu_flags() -> str:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n")[0].split()
-    except (OSError, IndexError):
-        return "unknown CPU"
-    return f"AMX: {'amx_bf16' in flags}, AVX-512 BF16: {'avx512_bf16' in flags}"
 
 
 def score(checkpoint: str, items, cache_dir: str) -> dict:
@@ -69,7 +62,7 @@ def main() -> int:
     files = list(dict.fromkeys(str(it["image"]) for it in labelled))[:args.labels]
     pairs = [(f, str(next(it["mask"] for it in labelled if str(it["image"]) == f))) for f in files]
     test = load_items(args.data, "test", class_id=class_id)[:args.test_limit]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_flags()}; {len(pairs)} labelled "
+    print(f"torch {torch.__version__}, {cpu_flags()}; {len(pairs)} labelled "
           f"images, {len(test)} test images, class {class_id}; trainer defaults {defaults}, epochs {epochs}, "
           f"{args.precision}")
 

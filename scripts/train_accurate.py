@@ -16,9 +16,9 @@ from samus.train import TrainConfig, train
 WEIGHTS = {"busi": 1.0, "hc18": 1.0, "usgra": 1.5}
 
 
-def items(root: Path, split: str, limit=None, leave_out=()):
+def items(root: Path, split: str, names, limit=None):
     out = []
-    for name in (n for n in WEIGHTS if n not in leave_out):
+    for name in names:
         its = load_items(root / name, split)
         if limit and name == "hc18":
             keep = list(dict.fromkeys(str(it["image"]) for it in its))[:limit]
@@ -54,6 +54,7 @@ def main(argv=None) -> int:
                    help="loss on the first prompt and every corrective round (the first click learns every step)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    weights = {name: w for name, w in WEIGHTS.items() if name not in args.leave_out}
     cfg = TrainConfig(
         arch="lite_medsam", config=args.config, mode="full", lr=args.lr, lr_schedule="cosine", batch_size=8,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, bf16=True, threads=args.threads,
@@ -61,12 +62,11 @@ def main(argv=None) -> int:
         max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=args.box_prob, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,
         checkpoint=args.checkpoint, box_teacher_weight=args.box_teacher_weight, val_box=args.val_box,
         regression_weight=args.regression_weight,
-        data_weights={k: w for k, w in WEIGHTS.items() if k not in args.leave_out}, progress_bar=False, tensorboard=False,
+        data_weights=weights, progress_bar=False, tensorboard=False,
         data=f"{args.data}: busi, hc18 (first {args.hc18_images} train images), usgra"
              + (f"; left out: {', '.join(args.leave_out)}" if args.leave_out else ""),
     )
-    result = train(cfg, items(args.data, "train", args.hc18_images, args.leave_out),
-                   items(args.data, "val", leave_out=args.leave_out))
+    result = train(cfg, items(args.data, "train", weights, args.hc18_images), items(args.data, "val", weights))
     print({k: result[k] for k in ("best", "last", "best_dice", "epochs_done")})
     return 0
 

@@ -16,7 +16,7 @@ Measured on the validation splits (MODEL_CARD.md, "Local correction"): with the 
 5 clicks with the mask fed back is higher on BUSI, HC18 and usgra than with the decoder's whole answer, and
 box + corrective clicks dips less.
 """
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +24,13 @@ from scipy import ndimage
 CORRECTIONS = ("local", "global")  # global: the decoder's whole new mask (SAM's behaviour)
 MIN_OVERLAP = 0.5  # below this IoU of the old and new masks a click re-defines the object
 REACH_MARGIN = 2.0  # low-res cells a change may reach beyond twice the click's distance to the old border
+
+
+def check_correction(correction, shown: Callable[[object], str] = repr) -> str:
+    """`correction` if it is one of CORRECTIONS, else ValueError naming it (`shown` formats a client's value)."""
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {shown(correction)}")
+    return correction
 
 
 def local_correction(previous: np.ndarray, new: np.ndarray, xy: Tuple[float, float], label: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .correction import CORRECTIONS, local_correction
+from .correction import check_correction, local_correction
 from .modeling.promptable import PromptableModel
 from .preprocess import to_unit_grayscale
 
@@ -187,8 +187,7 @@ class SamusPredictor:
     @torch.inference_mode()
     def predict_embedding(self, emb: ImageEmbedding, point_coords=None, point_labels=None, box=None,
                           mask_input=None, correction: str = "local", new_click: int = -1):
-        if correction not in CORRECTIONS:
-            raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+        check_correction(correction)
         h, w = emb.original_size
         to_canvas = self.model.geometry.coords
         coords, labels, boxes, masks = None, None, None, None

@@ -16,7 +16,7 @@ model outputs for clicks a client sent, and a new model version never meets old 
 """
 import threading
 from collections import OrderedDict
-from typing import Hashable, NamedTuple, Optional, Tuple
+from typing import Hashable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 from samus.propagate import FramePrompt
@@ -25,11 +25,16 @@ DEFAULT_ENTRIES = 512  # 512 x 128 x 128 float16 logits (the small and vit_b mod
 DEFAULT_BYTES = 32 * 2**20  # 256 x 256 float16 logits (the LiteMedSAM-based model): 256 entries
 
 
-def _click_key(prompt: FramePrompt) -> Tuple:
-    # Rounded so that the same click sent as 12 or 12.0 (or through a float round trip) matches.
+def _rounded_clicks(prompt: FramePrompt) -> List[Tuple]:
+    """(x, y, label) of each click in the prompt's order, rounded so that the same click sent as 12 or 12.0
+    (or through a float round trip) matches."""
     pts = np.zeros((0, 2)) if prompt.points is None else np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2)
     labels = np.zeros(0, np.int64) if prompt.labels is None else np.asarray(prompt.labels).reshape(-1)
-    return tuple(sorted((round(float(x), 2), round(float(y), 2), int(l)) for (x, y), l in zip(pts, labels)))
+    return [(round(float(x), 2), round(float(y), 2), int(l)) for (x, y), l in zip(pts, labels)]
+
+
+def _click_key(prompt: FramePrompt) -> Tuple:
+    return tuple(sorted(_rounded_clicks(prompt)))
 
 
 def _box_key(prompt: FramePrompt) -> Optional[Tuple]:
@@ -39,14 +44,6 @@ def _box_key(prompt: FramePrompt) -> Optional[Tuple]:
 class Previous(NamedTuple):
     logits: np.ndarray  # float32 low-res logits of the earlier request
     new_click: int  # index, in this request's clicks, of the one click the earlier request did not have
-
-
-def _index_of(prompt: FramePrompt, click: Tuple) -> int:
-    for i, (xy, label) in enumerate(zip(np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2),
-                                        np.asarray(prompt.labels).reshape(-1))):
-        if (round(float(xy[0]), 2), round(float(xy[1]), 2), int(label)) == click:
-            return i
-    raise AssertionError("the new click comes from this prompt")  # unreachable: keys are built from it
 
 
 class RefinementMemory:
@@ -60,7 +57,8 @@ class RefinementMemory:
 
     def previous(self, image_key: str, frame: int, version: str, prompt: FramePrompt) -> Optional[Previous]:
         """Logits stored for this prompt minus one click, and which click that is; or None."""
-        clicks = _click_key(prompt)
+        rounded = _rounded_clicks(prompt)
+        clicks = tuple(sorted(rounded))
         head = (image_key, frame, version, _box_key(prompt))
         with self._lock:
             for i in range(len(clicks)):
@@ -70,7 +68,7 @@ class RefinementMemory:
                 logits = self._items.get(key)
                 if logits is not None:
                     self._items.move_to_end(key)
-                    return Previous(logits.astype(np.float32), _index_of(prompt, clicks[i]))
+                    return Previous(logits.astype(np.float32), rounded.index(clicks[i]))
         return None
 
     def remember(self, image_key: str, frame: int, version: str, prompt: FramePrompt, logits: np.ndarray) -> None:

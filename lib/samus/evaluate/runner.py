@@ -7,7 +7,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..correction import CORRECTIONS
+from ..correction import check_correction
 from ..data.items import load_pair
 from ..data.targets import binarize_mask, label_targets
 from ..metrics import summarize
@@ -66,8 +66,7 @@ class Extremes:
 def check_options(protocols: Sequence[str], k: int, eval_size: Optional[int], features, correction: str = "local"
                   ) -> Tuple[str, ...]:
     protocols = tuple(protocols)
-    if correction not in CORRECTIONS:
-        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    check_correction(correction)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"unknown protocol(s) {unknown}; choose from {PROTOCOLS}")

@@ -2,7 +2,7 @@
 import time
 
 import numpy as np
-from samus.correction import CORRECTIONS
+from samus.correction import check_correction
 
 from ..errors import bad_request, show
 from ..image_io import check_result_format, write_label
@@ -29,9 +29,10 @@ class SamusInfer(SamusInferBase):
         refine = request.get("refine", self.refine_default)
         if not isinstance(refine, bool):
             raise bad_request(f"refine must be true or false, got {show(refine)}")
-        correction = request.get("correction", "local")
-        if correction not in CORRECTIONS:
-            raise bad_request(f"correction must be one of {', '.join(CORRECTIONS)}, got {show(correction)}")
+        try:  # checked before the frame is encoded, which a bad value would otherwise cost
+            correction = check_correction(request.get("correction", "local"), show)
+        except ValueError as e:
+            raise bad_request(str(e)) from None
         refined, new_click = False, -1  # an explicit mask_input: the last click is the corrective one
         if previous is None and refine:
             found = self.memory.previous(info.key, frame, served.version, prompt)
