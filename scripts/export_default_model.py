@@ -6,9 +6,11 @@
 A run folder means its best.pt and history.json. The weights are stored unchanged (float32; `--half`
 stores float16, as for the accurate model, whose frozen trunk is not stored at all). The
 provenance keeps the checkpoint's own record, the commands, and the history of every run in the chain
-(earlier runs first), with the total training time.
+(earlier runs first), with the total training time. A bundled file as the source keeps its chain (history,
+commands, notes) and appends the new `--command` / `--note`, e.g. to switch on `--box-union`.
 """
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,19 +28,31 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=samus.DEFAULT_CHECKPOINT)
     ap.add_argument("--half", action="store_true", help="store floating-point weights as float16")
     ap.add_argument("--note", action="append", default=[], help="free text kept in the provenance (ablation...)")
+    ap.add_argument("--box-union", action="store_true",
+                    help="LiteMedSAM-based models: answer a box alone with the union of ours and LiteMedSAM's own")
     args = ap.parse_args()
     path = args.source / "best.pt" if args.source.is_dir() else args.source
     ckpt = read_checkpoint(path)
-    runs = [json.loads(p.read_text()) for p in args.history]
-    own = args.source / "history.json" if args.source.is_dir() else None
-    runs.append(json.loads(own.read_text()) if own else (ckpt.extra or {}).get("history") or [])
-    model = samus.build_model(checkpoint=ckpt)
     provenance = dict(ckpt.provenance or {})
+    bundled = not args.source.is_dir() and "history" in provenance
+    if bundled:  # re-export of a bundled file: its chain goes on
+        runs = [json.loads(p.read_text()) for p in args.history] + list(provenance["history"])
+        commands, notes = list(provenance.get("commands", [])) + args.command, list(provenance.get("notes", [])) + args.note
+    else:
+        runs = [json.loads(p.read_text()) for p in args.history]
+        own = args.source / "history.json" if args.source.is_dir() else None
+        runs.append(json.loads(own.read_text()) if own else (ckpt.extra or {}).get("history") or [])
+        commands, notes = args.command, args.note
+    if args.box_union:
+        if ckpt.arch != "lite_medsam":
+            ap.error(f"--box-union needs a LiteMedSAM-based model, not {ckpt.arch}")
+        ckpt.config = dataclasses.replace(ckpt.config, box_union=True)
+    model = samus.build_model(checkpoint=ckpt)
     provenance.update({
         "source": "bundled model (see MODEL_CARD.md)",
-        "notes": args.note,
+        "notes": notes,
         "data": args.data,
-        "commands": args.command,
+        "commands": commands,
         "best_epoch": (ckpt.extra or {}).get("epoch"),
         "epochs_run": sum(len(r) for r in runs),
         "training_seconds": round(sum(h.get("seconds", 0.0) for r in runs for h in r), 1),

@@ -92,8 +92,13 @@ def build_lite_medsam(
     model = LiteMedSam(cfg, config_name=name)
     foundation = read_checkpoint(lite_medsam_checkpoint_path())
     fresh = model.state_dict()
-    # The package's weights where the model has them; SAMUS additions keep their (identity) initialisation.
-    model.load_state_dict({**fresh, **{k: v for k, v in foundation.state_dict.items() if k in fresh}})
+    # The package's weights where the model has them (its heads also as the frozen box heads, with
+    # `box_union`); SAMUS additions keep their (identity) initialisation.
+    weights = dict(foundation.state_dict)
+    if model.box_heads is not None:
+        weights.update({"box_heads." + k: v for k, v in foundation.state_dict.items()
+                        if k.startswith(("prompt_encoder.", "mask_decoder."))})
+    model.load_state_dict({**fresh, **{k: v for k, v in weights.items() if k in fresh}})
     if ckpt is not None and ckpt.kind != "lite_medsam":
         load_into_model(model, ckpt)
     elif ckpt is not None:

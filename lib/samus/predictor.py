@@ -23,10 +23,13 @@ PRECISIONS = ("fp32", "bf16")
 class ImageEmbedding:
     embedding: torch.Tensor  # 1 x C x G x G (G: the model's embedding grid), float32, on the predictor's device
     original_size: Tuple[int, int]  # (H, W) of the image it came from
+    # the frozen foundation's own features, for models that answer with them too (`keeps_foundation`); float16
+    # as in the feature cache: they only feed LiteMedSAM's box answer, and half the bytes keep the cache larger
+    foundation: Optional[torch.Tensor] = None
 
     @property
     def nbytes(self) -> int:
-        return self.embedding.numel() * self.embedding.element_size()
+        return sum(t.numel() * t.element_size() for t in (self.embedding, self.foundation) if t is not None)
 
 
 class EmbeddingCache:
@@ -120,11 +123,13 @@ class SamusPredictor:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+    def _encode(self, batch: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """-> (float32 embeddings, the foundation's features in float16 or None)."""
         batch = batch.to(self.device)
         with self._autocast():
-            emb = self._encoder(batch)
-        return emb.float()
+            out = self._encoder(batch)
+        emb, foundation = out if isinstance(out, tuple) else (out, None)
+        return emb.float(), None if foundation is None else foundation.half()
 
     def embed(self, image, key: Optional[Hashable] = None) -> Tuple[ImageEmbedding, bool]:
         """Embedding of `image` (from the cache when `key` was seen before) and whether it was cached."""
@@ -133,7 +138,8 @@ class SamusPredictor:
             if hit is not None:
                 return hit, True
         gray = to_unit_grayscale(image)
-        item = ImageEmbedding(self._encode(self.model.preprocess(gray)), gray.shape)
+        emb, foundation = self._encode(self.model.preprocess(gray))
+        item = ImageEmbedding(emb, gray.shape, foundation)
         if key is not None:
             self.cache.put(key, item)
         return item, False
@@ -147,9 +153,10 @@ class SamusPredictor:
         for start in range(0, len(todo), batch_size):
             idx = todo[start:start + batch_size]
             grays = [to_unit_grayscale(frames[i]) for i in idx]
-            emb = self._encode(torch.cat([self.model.preprocess(g) for g in grays]))
+            emb, foundation = self._encode(torch.cat([self.model.preprocess(g) for g in grays]))
             for j, i in enumerate(idx):
-                out[i] = ImageEmbedding(emb[j:j + 1].clone(), grays[j].shape)
+                out[i] = ImageEmbedding(emb[j:j + 1].clone(), grays[j].shape,
+                                        None if foundation is None else foundation[j:j + 1].clone())
                 self.cache.put(keys[i], out[i])
         return out  # type: ignore[return-value]
 
@@ -166,8 +173,9 @@ class SamusPredictor:
         gray = to_unit_grayscale(image)
         encoder = self.model.image_encoder
         batch = self.model.preprocess(gray).to(self.device) if getattr(encoder, "needs_image", False) else None
-        emb = encoder.adapt(features.float()[None].to(self.device), batch)
-        return ImageEmbedding(emb.float(), gray.shape)
+        features = features.float()[None].to(self.device)
+        emb = encoder.adapt(features, batch)
+        return ImageEmbedding(emb.float(), gray.shape, features.half() if self.model.keeps_foundation else None)
 
     # ---- prompting ------------------------------------------------------------------------------------
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, correction: str = "local",
@@ -206,7 +214,8 @@ class SamusPredictor:
         # bf16 pays in the decoder only where its output is large (LiteMedSAM's 256 x 256: benchmarks/
         # bench_encoders.py); SAMUS's 128 x 128 decoder is faster in fp32
         bf16_decoder = self.precision == "bf16" and self.model.low_res_size >= 256
-        low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks, bf16_decoder=bf16_decoder)
+        low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks, bf16_decoder=bf16_decoder,
+                                         foundation=emb.foundation)
         if masks is not None and coords is not None and correction == "local":
             low_res = self._local_correction(masks, low_res, coords, labels, new_click)
         full = self.model.geometry.to_original(low_res, (h, w))

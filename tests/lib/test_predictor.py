@@ -70,7 +70,7 @@ def test_non_square_image_masks_land_where_the_logits_are(predictor, monkeypatch
     low[..., :32, :64] = 1.0
     seen = {}
 
-    def fake_decode(emb, coords, labels, boxes, masks, bf16_decoder=False):
+    def fake_decode(emb, coords, labels, boxes, masks, bf16_decoder=False, foundation=None):
         seen["coords"] = coords
         return low, torch.zeros(1, 1)
 

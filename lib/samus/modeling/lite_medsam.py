@@ -30,6 +30,10 @@ class LiteMedSamConfig:
     adapter_ratio: float = 0.25
     cnn_branch: bool = False  # SAMUS's parallel CNN branch on the image, fused into the embedding
     cnn_channels: tuple = (32, 64, 128)
+    # A box alone is answered by the union (pixel-wise max of logits) of our heads and LiteMedSAM's own
+    # frozen heads on the same trunk features: a box then gives at least what LiteMedSAM gives from it, also
+    # on organs the fine-tune never saw (model card, "Boxes").
+    box_union: bool = False
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -37,8 +41,42 @@ class LiteMedSamConfig:
 
 LITE_MEDSAM_CONFIGS: Dict[str, LiteMedSamConfig] = {
     "lite_medsam": LiteMedSamConfig(),  # LiteMedSAM's layout; fine-tuned heads or the original weights
-    "lite_medsam_samus": LiteMedSamConfig(adapter=True, cnn_branch=True),
+    "lite_medsam_samus": LiteMedSamConfig(adapter=True, cnn_branch=True, box_union=True),
 }
+
+
+def _prompt_encoder(cfg: LiteMedSamConfig) -> PromptEncoder:
+    return PromptEncoder(embed_dim=EMBEDDING_CHANNELS, image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
+                         input_image_size=(cfg.img_size, cfg.img_size), mask_in_chans=16)
+
+
+def _mask_decoder() -> BatchedMaskDecoder:
+    return BatchedMaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBEDDING_CHANNELS, mlp_dim=2048, num_heads=8),
+        transformer_dim=EMBEDDING_CHANNELS,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+
+
+class FoundationBoxHeads(nn.Module):
+    """LiteMedSAM's own prompt encoder and mask decoder, frozen (weights from the package's file, never
+    trained or stored in our checkpoints): its answer to a box on the raw trunk features."""
+
+    def __init__(self, cfg: LiteMedSamConfig) -> None:
+        super().__init__()
+        self.prompt_encoder = _prompt_encoder(cfg)
+        self.mask_decoder = _mask_decoder()
+        self.requires_grad_(False)
+
+    def forward(self, trunk_features: torch.Tensor, boxes: torch.Tensor, bf16_decoder: bool = False) -> torch.Tensor:
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+        with torch.autocast(trunk_features.device.type, dtype=torch.bfloat16, enabled=bf16_decoder):
+            low_res, _ = self.mask_decoder(image_embeddings=trunk_features, image_pe=self.prompt_encoder.get_dense_pe(),
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           multimask_output=False)
+        return low_res.float()
 
 
 class FeatureAdapter(nn.Module):
@@ -121,27 +159,33 @@ class LiteMedSam(PromptableModel):
     low-res logits."""
 
     arch = "lite_medsam"
-    # Our checkpoints leave the frozen trunk out and name its file instead (see samus.checkpoint).
-    frozen_prefix = "image_encoder.trunk."
+    # Our checkpoints leave the frozen trunk (and LiteMedSAM's own box heads) out and name their file instead
+    # (see samus.checkpoint).
+    frozen_prefix = ("image_encoder.trunk.", "box_heads.")
     frozen_base = {"file": "lite_medsam.pth", "package": LITE_MEDSAM_PACKAGE, "sha256": LITE_MEDSAM_SHA256}
 
     def __init__(self, cfg: LiteMedSamConfig = LiteMedSamConfig(), config_name: str = "lite_medsam") -> None:
-        prompt_encoder = PromptEncoder(
-            embed_dim=EMBEDDING_CHANNELS,
-            image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),
-            input_image_size=(cfg.img_size, cfg.img_size),
-            mask_in_chans=16,
-        )
-        mask_decoder = BatchedMaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=EMBEDDING_CHANNELS, mlp_dim=2048, num_heads=8),
-            transformer_dim=EMBEDDING_CHANNELS,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        )
-        super().__init__(LiteMedSamEncoder(cfg), prompt_encoder, mask_decoder, LongestSideAndPad(cfg.img_size),
-                         config_name)
+        super().__init__(LiteMedSamEncoder(cfg), _prompt_encoder(cfg), _mask_decoder(),
+                         LongestSideAndPad(cfg.img_size), config_name)
         self.config = cfg
+        self.box_heads = FoundationBoxHeads(cfg) if cfg.box_union else None
+
+    @property
+    def keeps_foundation(self) -> bool:
+        return self.box_heads is not None
+
+    def decode(self, image_embeddings, point_coords=None, point_labels=None, boxes=None, mask_input=None,
+               multimask_output=False, bf16_decoder=False, foundation=None):
+        """As `PromptableModel.decode`; with `box_union` and the raw trunk features as `foundation`, a box
+        alone (no clicks, no previous mask) is answered by the union with LiteMedSAM's own answer. The IoU
+        prediction stays ours."""
+        low_res, iou = super().decode(image_embeddings, point_coords, point_labels, boxes, mask_input,
+                                      multimask_output, bf16_decoder)
+        if (self.box_heads is not None and foundation is not None and boxes is not None and point_coords is None
+                and mask_input is None and not multimask_output):
+            theirs = self.box_heads(foundation.to(image_embeddings.dtype), boxes, bf16_decoder)
+            low_res = torch.maximum(low_res, theirs)
+        return low_res, iou
 
     def preprocess(self, gray: np.ndarray) -> torch.Tensor:
         """MedSAM's normalisation: the resized image min-max scaled to [0, 1] before zero padding."""
@@ -164,7 +208,12 @@ class LiteMedSam(PromptableModel):
 
     def inference_encoder(self, dtype: torch.dtype = torch.float32):
         trunk = self.trunk_encoder(dtype)
-        return InferenceEncoder(lambda batch: self.image_encoder.adapt(trunk(batch), batch.float()))
+
+        def run(batch: torch.Tensor):
+            features = trunk(batch)
+            embedding = self.image_encoder.adapt(features, batch.float())
+            return (embedding, features) if self.keeps_foundation else embedding
+        return InferenceEncoder(run)
 
 
 def lite_medsam_to_ours(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 
 class InferenceEncoder(nn.Module):
-    """batch -> embeddings as the predictor runs it (a module, so forward hooks can watch it)."""
+    """batch -> embeddings as the predictor runs it (a module, so forward hooks can watch it); for a model
+    that `keeps_foundation`, (embeddings, the foundation's own features)."""
 
     def __init__(self, run: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
@@ -47,6 +48,12 @@ class PromptableModel(nn.Module):
         return 4 * self.embedding_size  # the mask decoder upscales the embedding grid 4x
 
     @property
+    def keeps_foundation(self) -> bool:
+        """Whether answers also need the frozen foundation's own features beside the embedding (`decode`'s
+        `foundation`)."""
+        return False
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -74,10 +81,12 @@ class PromptableModel(nn.Module):
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = False,
         bf16_decoder: bool = False,
+        foundation: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder on precomputed embeddings -> (low-res logits, iou). `bf16_decoder`
         runs the mask decoder under bf16 autocast (the prompt encoder stays float32: its Fourier features of
-        pixel positions would lose about a pixel in bf16); the outputs are float32."""
+        pixel positions would lose about a pixel in bf16); the outputs are float32. `foundation` is used only
+        by models that `keeps_foundation`."""
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         image_pe = self.prompt_encoder.get_dense_pe()
