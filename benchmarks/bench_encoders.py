@@ -5,7 +5,7 @@ accurate model's speed options change in its masks.
 
 Rows: the fast model (small SAMUS) fp32 / bf16; the accurate model's TinyViT trunk + SAMUS additions in
 fp32, bf16 (a bf16 copy, channels-last, as the predictor runs it) and, with --compile, torch.compile of the
-bf16 copy. The last column is the Dice between the box-prompted mask of each setting and fp32's on a real
+bf16 copy, then the trunk through OpenVINO (samus.openvino_trunk) in fp32 and bf16. The last column is the Dice between the box-prompted mask of each setting and fp32's on a real
 BUSI sample (1.0 = the same mask). The CPU's bf16 / AMX flags are printed first: speeds differ by machine.
 A second table times a further click on an already encoded frame (prompt encoder + mask decoder, the
 previous mask fed back, local correction, mapping to the image) with the predictor in fp32 and bf16
@@ -73,6 +73,9 @@ def main(argv=None) -> int:
         if args.compile:
             compiled = model.inference_encoder(torch.bfloat16)
             settings.append(("bf16 + torch.compile", torch.compile(compiled)))
+        if "openvino" in model.backends:  # converted once (not timed), as a server does at start
+            settings += [("openvino fp32", model.inference_encoder(torch.float32, "openvino")),
+                         ("openvino bf16", model.inference_encoder(torch.bfloat16, "openvino"))]
         reference = None
         for label, encoder in settings:
             ms = median_ms(encoder, batch, args.repeats)
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     for name in ("fast", "accurate"):
         model = samus.load_default_model(model=name)
         reference = None
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "bf16"):  # the encoder's backend does not change a further click
             ms, mask = click_ms(samus.SamusPredictor(model, precision=precision), image, gt, args.repeats * 4)
             reference = mask if reference is None else reference
             dice = 2 * (mask & reference).sum() / max(1, mask.sum() + reference.sum())

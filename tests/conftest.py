@@ -1,5 +1,6 @@
 """Shared test fixtures: repository paths, the sample BUSI images, small checkpoints built on the fly."""
 import os
+import tempfile
 
 import pytest
 import torch
@@ -7,6 +8,9 @@ import torch
 from repo_paths import ROOT, SAMPLES, load_png  # noqa: F401  (shared with every test folder)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One OpenVINO conversion of the accurate model's trunk per test session, shared by the servers the tests
+# start (they inherit the environment), and never written to the user's own cache.
+os.environ.setdefault("SAMUS_OPENVINO_CACHE", tempfile.mkdtemp(prefix="samus-openvino-"))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import torch
 
 from .correction import check_correction, local_correction
 from .modeling.promptable import PromptableModel
+from .openvino_trunk import check_backend
 from .preprocess import to_unit_grayscale
 
 PRECISIONS = ("fp32", "bf16")
@@ -100,9 +101,12 @@ class SamusPredictor:
     """
 
     def __init__(self, model: PromptableModel, device="cpu", precision: str = "fp32", cache_size: int = 64,
-                 cache_bytes: int = 512 * 2**20) -> None:
+                 cache_bytes: int = 512 * 2**20, backend: str = "torch") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.backend = model.check_backend(check_backend(backend))
+        if backend == "openvino" and torch.device(device).type != "cpu":
+            raise ValueError(f"backend 'openvino' runs on the CPU, not on {device}")
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.to(self.device).eval()
@@ -114,7 +118,8 @@ class SamusPredictor:
         """Re-derive what the predictor precomputes from the weights; call after changing them in place."""
         self.cache.clear()
         with self._autocast():
-            self._encoder = self.model.inference_encoder(torch.bfloat16 if self.precision == "bf16" else torch.float32)
+            self._encoder = self.model.inference_encoder(torch.bfloat16 if self.precision == "bf16" else torch.float32,
+                                                         self.backend)
 
     # ---- encoding -------------------------------------------------------------------------------------
     def _autocast(self):
@@ -211,9 +216,7 @@ class SamusPredictor:
             raise ValueError("no prompt: give at least one click or a box")
         if mask_input is not None:
             masks = _check_mask_input(mask_input, self.model.low_res_size).to(self.device)
-        # bf16 pays in the decoder only where its output is large (LiteMedSAM's 256 x 256: benchmarks/
-        # bench_encoders.py); SAMUS's 128 x 128 decoder is faster in fp32
-        bf16_decoder = self.precision == "bf16" and self.model.low_res_size >= 256
+        bf16_decoder = self.precision == "bf16" and self.model.bf16_decoder_pays
         low_res, iou = self.model.decode(emb.embedding, coords, labels, boxes, masks, bf16_decoder=bf16_decoder,
                                          foundation=emb.foundation)
         if masks is not None and coords is not None and correction == "local":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from samus import CONFIGS
+from samus.openvino_trunk import BACKENDS
 
 PRECISIONS = ("fp32", "bf16")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -39,6 +40,7 @@ class AppConf:
     config: Optional[str]  # SAMUS configuration name; None = the one the checkpoint names (or vit_b)
     device: str
     precision: str
+    backend: str  # torch, openvino or auto: what runs a frozen foundation trunk (samus.openvino_trunk)
     cache_size: int  # image embeddings kept in memory (entries)
     cache_mb: int  # ... and at most this many MiB
     model_dir: Optional[str]  # where trained weights are published; None = <app>/model
@@ -217,6 +219,9 @@ KEYS: Dict[str, Tuple[Callable[[str], object], str, Optional[str]]] = {
     "propagation_model": (_model_name, "a served model (default: fast when served, else the first)", None),
     "device": (_device, "auto, cpu, cuda or cuda:N", "auto"),
     "precision": (_precision, f"auto or one of {', '.join(PRECISIONS)}", "auto"),
+    "backend": (_one_of(BACKENDS + ("auto",), "backend"),
+                "torch, openvino, or auto (openvino when it is installed); it runs the accurate model's frozen "
+                "trunk, other models run on torch", "auto"),
     "cache_size": (_int_at_least(0), "an integer >= 0 (image embeddings kept in memory)", "64"),
     "cache_mb": (_int_at_least(1), "an integer >= 1 (MiB for cached embeddings)", "512"),
     "model_dir": (_model_dir, "a folder for published trained weights", None),
@@ -269,6 +274,8 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
             raise ConfError(f"--conf {key} {raw!r}: {e}; accepted: {what}") from None
     if values["precision"] == "auto":
         values["precision"] = "bf16" if native_bf16(values["device"]) else "fp32"
+    if values["backend"] == "openvino" and values["device"] != "cpu":
+        raise ConfError(f"--conf backend openvino runs on the CPU, not on --conf device {values['device']}")
     models = values["models"] or (("custom",) if values["checkpoint"] else bundled_order())
     if "custom" in models and not values["checkpoint"]:
         raise ConfError("--conf models names custom, which needs --conf checkpoint PATH")
@@ -285,6 +292,7 @@ def parse_conf(conf: Optional[Dict[str, str]]) -> AppConf:
         config=values["config"],
         device=values["device"],
         precision=values["precision"],
+        backend=values["backend"],
         cache_size=values["cache_size"],
         cache_mb=values["cache_mb"],
         model_dir=values["model_dir"],

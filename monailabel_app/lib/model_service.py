@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import numpy as np
 import samus
 from samus import CheckpointError, SamusPredictor
+from samus.openvino_trunk import served_backend
 
 from .app_conf import AppConf
 from .configs import MODEL_CONFIGS
@@ -92,11 +93,14 @@ class ModelService:
 
     def _load(self, path: str, stamp: Tuple) -> Served:
         model = load_model(path, self.conf.config, self.conf.device)
+        backend = served_backend(self.conf.backend, model, self.conf.device)
         predictor = SamusPredictor(model, device=self.conf.device, precision=self.conf.precision,
-                                   cache_size=self.conf.cache_size, cache_bytes=self.conf.cache_mb * 2**20)
+                                   cache_size=self.conf.cache_size, cache_bytes=self.conf.cache_mb * 2**20,
+                                   backend=backend)
         predictor.embed(np.zeros((64, 64), np.uint8))  # warm-up: the first real click pays no kernel set-up
         version = f"{os.path.basename(path)}@{stamp[1]}"
-        logger.info(f"serving {self.name}: {model.arch} {model.config_name} from {path} (version {version})")
+        logger.info(f"serving {self.name}: {model.arch} {model.config_name} from {path} (version {version}, "
+                    f"encoder on {backend})")
         return Served(predictor, version, path, self.name)
 
 

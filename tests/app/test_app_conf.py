@@ -22,6 +22,8 @@ def test_valid_values_are_parsed(tiny_checkpoint, tmp_path):
                        "cache_size": "3", "cache_mb": "16", "model_dir": str(tmp_path), "skip_trainers": "true",
                        "sam2": "false", "max_image_voxels": "1000"})
     assert conf.cache_size == 3 and conf.precision == "bf16" and conf.skip_trainers is True
+    assert conf.backend == "auto"  # the default: openvino where it applies and is installed
+    assert parse_conf({"backend": "openvino", "device": "cpu"}).backend == "openvino"
     assert conf.limits.image_voxels == 1000 and conf.limits.clicks_per_frame == 64  # limits: given and default
     assert conf.checkpoint == str(tiny_checkpoint.resolve())
     # Weights trained from this base are published next to the others, under a name tied to the base.
@@ -31,6 +33,7 @@ def test_valid_values_are_parsed(tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize("conf, message", [
     ({"cache_sise": "3"}, "unknown --conf key(s) cache_sise"),
     ({"precision": "fp16"}, "accepted: auto or one of fp32, bf16"),
+    ({"backend": "onnx"}, "unknown backend; accepted: torch, openvino, or auto"),
     ({"device": "tpu"}, "accepted: auto, cpu, cuda or cuda:N"),
     ({"cache_size": "-1"}, "must be >= 0"),
     ({"cache_size": "many"}, "accepted: an integer >= 0"),

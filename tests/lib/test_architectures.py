@@ -14,6 +14,7 @@ from samus.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from samus.geometry import LongestSideAndPad, StretchToSquare
 from samus.modeling import tiny_vit_encoder
 from samus.modeling.tiny_vit_encoder import LITE_MEDSAM_SHA256, LiteMedSamMissing, lite_medsam_checkpoint_path
+from toy_data import blob_image
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +138,8 @@ def test_geometry_keeps_the_aspect_ratio_and_maps_prompts_back():
     assert s.content_shape(hw) == (256, 256) and np.allclose(s.original_coords(s.coords(xy, hw), hw), xy)
 
 
-def _blob_image(hw=(180, 320)):
-    """A dark ellipse on speckle: something a box and a click can both name."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[: hw[0], : hw[1]]
-    inside = ((yy - 90) / 40.0) ** 2 + ((xx - 200) / 70.0) ** 2 <= 1
-    img = np.clip(rng.normal(150, 25, hw) - 110 * inside, 0, 255).astype(np.uint8)
-    return img, inside
-
-
 def test_box_and_box_plus_clicks_through_the_predictor(lite):
-    img, gt = _blob_image()
+    img, gt = blob_image(seed=0)
     predictor = samus.SamusPredictor(lite)
     predictor.set_image(img)
     box = [130, 50, 270, 130]
@@ -163,7 +155,7 @@ def test_box_and_box_plus_clicks_through_the_predictor(lite):
 
 
 def test_bf16_encoder_gives_the_same_masks(lite):
-    img, gt = _blob_image()
+    img, gt = blob_image(seed=0)
     masks = []
     for precision in ("fp32", "bf16"):
         predictor = samus.SamusPredictor(lite, precision=precision)
@@ -171,3 +163,21 @@ def test_bf16_encoder_gives_the_same_masks(lite):
         masks.append(predictor.predict(box=[130, 50, 270, 130])[0])
     a, b = masks
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
+
+
+@pytest.mark.parametrize("arch", ["samus", "lite_medsam"])
+def test_bf16_predictor_runs_the_decoder_in_bf16_only_where_it_pays(arch, lite, monkeypatch):
+    model = lite if arch == "lite_medsam" else build_model("samus", config="tiny")
+    seen = []
+    real = model.decode
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["bf16_decoder"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", spy)
+    for precision in ("fp32", "bf16"):
+        predictor = samus.SamusPredictor(model, precision=precision)
+        predictor.set_image(blob_image(seed=0)[0])
+        predictor.predict([[200, 90]], [1])
+    assert seen == [False, arch == "lite_medsam"]  # SAMUS's 128 x 128 decoder is faster in fp32

@@ -10,15 +10,11 @@ import samus
 from samus.build import build_lite_medsam
 from samus.checkpoint import read_checkpoint, save_checkpoint
 from samus.modeling.lite_medsam import LITE_MEDSAM_CONFIGS
+from toy_data import blob_image
 
 BOX = [130, 50, 270, 130]
 
 
-def _blob_image(hw=(180, 320)):
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[: hw[0], : hw[1]]
-    inside = ((yy - 90) / 40.0) ** 2 + ((xx - 200) / 70.0) ** 2 <= 1
-    return np.clip(rng.normal(150, 25, hw) - 110 * inside, 0, 255).astype(np.uint8), inside
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,7 @@ def _answers(model, image, **prompt):
 
 def test_a_box_alone_is_the_union_with_litemedsams_answer(models):
     union, plain, lite = models
-    img, _ = _blob_image()
+    img, _ = blob_image(seed=1)
     mask_u, score_u, low_u = _answers(union, img, box=BOX)
     mask_o, score_o, low_o = _answers(plain, img, box=BOX)
     mask_l, _, low_l = _answers(lite, img, box=BOX)
@@ -58,7 +54,7 @@ def test_a_box_alone_is_the_union_with_litemedsams_answer(models):
 @pytest.mark.parametrize("prompt", ["click", "box_and_click", "box_and_previous_mask"])
 def test_every_other_prompt_is_ours_alone(models, prompt):
     union, plain, _ = models
-    img, _ = _blob_image()
+    img, _ = blob_image(seed=1)
     kwargs = {"click": dict(point_coords=[[200, 90]], point_labels=[1]),
               "box_and_click": dict(point_coords=[[200, 90]], point_labels=[1], box=BOX),
               "box_and_previous_mask": dict(box=BOX, mask_input=np.zeros((256, 256), np.float32))}[prompt]
@@ -67,7 +63,7 @@ def test_every_other_prompt_is_ours_alone(models, prompt):
 
 def test_the_embedding_keeps_the_trunk_features_and_counts_them(models):
     union, plain, _ = models
-    img, _ = _blob_image()
+    img, _ = blob_image(seed=1)
     emb_u, _ = samus.SamusPredictor(union).embed(img)
     emb_o, _ = samus.SamusPredictor(plain).embed(img)
     assert emb_o.foundation is None and emb_u.foundation is not None

@@ -11,6 +11,14 @@ def disk(shape, cy, cx, r):
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
+def blob_image(hw=(180, 320), seed: int = 0):
+    """A dark ellipse on speckle (something a box and a click can both name) and its mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    inside = ((yy - 90) / 40.0) ** 2 + ((xx - 200) / 70.0) ** 2 <= 1
+    return np.clip(rng.normal(150, 25, hw) - 110 * inside, 0, 255).astype(np.uint8), inside
+
+
 def two_class_folder(root: Path, n: int, name: str = "toy", seed: int = 0) -> Path:
     """images/ + masks/ + splits.json; masks: class 1 = two separate disks, class 2 = one square."""
     rng = np.random.default_rng(seed)

@@ -159,6 +159,8 @@ class LiteMedSam(PromptableModel):
     low-res logits."""
 
     arch = "lite_medsam"
+    bf16_decoder_pays = True
+    backends = ("torch", "openvino")  # the frozen trunk converts once (samus.openvino_trunk)
     # Our checkpoints leave the frozen trunk (and LiteMedSAM's own box heads) out and name their file instead
     # (see samus.checkpoint).
     frozen_prefix = ("image_encoder.trunk.", "box_heads.")
@@ -206,8 +208,13 @@ class LiteMedSam(PromptableModel):
             return trunk(x).float()
         return run
 
-    def inference_encoder(self, dtype: torch.dtype = torch.float32):
-        trunk = self.trunk_encoder(dtype)
+    def inference_encoder(self, dtype: torch.dtype = torch.float32, backend: str = "torch"):
+        if self.check_backend(backend) == "openvino":
+            from ..openvino_trunk import openvino_trunk
+
+            trunk = openvino_trunk(self, "bf16" if dtype == torch.bfloat16 else "fp32")
+        else:
+            trunk = self.trunk_encoder(dtype)
 
         def run(batch: torch.Tensor):
             features = trunk(batch)

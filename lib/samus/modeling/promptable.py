@@ -27,6 +27,9 @@ class InferenceEncoder(nn.Module):
 
 class PromptableModel(nn.Module):
     arch: str = ""  # registry name (samus.build.ARCHITECTURES), stored in our checkpoints
+    # Whether a bf16 predictor also runs the mask decoder in bf16: it pays only where the decoder's output is
+    # large (LiteMedSAM's 256 x 256 logits; benchmarks/bench_encoders.py); SAMUS's 128 x 128 one is faster in fp32.
+    bf16_decoder_pays: bool = False
 
     def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
                  geometry, config_name: str = "custom") -> None:
@@ -61,9 +64,18 @@ class PromptableModel(nn.Module):
         """H x W float32 grayscale in [0, 1] -> 1 x 1 x img_size x img_size encoder input."""
         return self.geometry.image(gray)
 
-    def inference_encoder(self, dtype: torch.dtype = torch.float32) -> InferenceEncoder:
+    backends: Tuple[str, ...] = ("torch",)  # what runs the image encoder at inference (see samus.openvino_trunk)
+
+    def check_backend(self, backend: str) -> str:
+        if backend not in self.backends:
+            raise ValueError(f"backend {backend!r} is not available for the {self.arch} model (only "
+                             f"{', '.join(self.backends)}): OpenVINO runs a frozen foundation trunk, as LiteMedSAM's")
+        return backend
+
+    def inference_encoder(self, dtype: torch.dtype = torch.float32, backend: str = "torch") -> InferenceEncoder:
         """A callable batch -> embeddings for inference; bf16 runs a bf16 copy of the encoder (autocast would
         re-cast every weight on every frame)."""
+        self.check_backend(backend)
         encoder = self.encoder_in(dtype)
         return InferenceEncoder(lambda batch: encoder(batch.to(dtype)))
 

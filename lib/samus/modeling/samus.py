@@ -55,7 +55,8 @@ class Samus(PromptableModel):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def inference_encoder(self, dtype: torch.dtype = torch.float32):
+    def inference_encoder(self, dtype: torch.dtype = torch.float32, backend: str = "torch"):
+        self.check_backend(backend)
         encoder = self.encoder_in(dtype)
         # The position adapter does not depend on the image: run it once, not per frame.
         with torch.inference_mode():
