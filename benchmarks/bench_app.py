@@ -4,7 +4,9 @@ Starts `monailabel start_server` with the bundled model (or --checkpoint) on the
 30-frame cine built from one of them, then times the official client:
 - first click on a frame (the image embedding is computed) and following clicks (cache hit), median and
   95th percentile, for 2D BUSI images and for frames of the cine (whose result is a full label volume);
-- propagation through the cine in frames per second (cold: every frame encoded; warm: cached).
+- propagation through the cine in frames per second (cold: every frame encoded; warm: cached);
+- the server's resident memory (RSS) after that, and again once the accurate model's embedding cache is full
+  (accurate propagations through fresh cine copies until it holds `cache_mb` worth of frames).
 
     .venv/bin/python benchmarks/bench_app.py [--checkpoint PATH] [--copies 3] [--follow 4]
 """
@@ -20,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "app"))
 
-from app_server import running_server  # noqa: E402
+from app_server import server_process  # noqa: E402
 from helpers_app import SAMPLES, click_xy, load_busi, load_volume, make_studies  # noqa: E402
 
 SAM2_REFERENCE = "MONAI Label's built-in SAM2 task re-encodes on every click: 8.9 s (SAM2.1 Hiera-L), 1.8 s (Hiera-T)"
@@ -30,6 +32,12 @@ def summary(name: str, seconds) -> str:
     ms = np.asarray(seconds) * 1000
     return (f"{name:<38} n={len(ms):3d}  median {np.median(ms):7.1f} ms  p95 {np.percentile(ms, 95):7.1f} ms  "
             f"min {ms.min():7.1f} ms")
+
+
+def memory_mib(pid: int):
+    """(VmRSS, VmHWM) of a process in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
 
 
 def timed(fn):
@@ -45,6 +53,8 @@ def main() -> int:
     ap.add_argument("--follow", type=int, default=4, help="following clicks per frame")
     ap.add_argument("--cine-frames", type=int, default=10, help="cine frames to click on")
     ap.add_argument("--threads", default="auto", help="server CPU threads (--conf threads)")
+    ap.add_argument("--fill-copies", type=int, default=3,
+                    help="fresh cine copies propagated with the accurate model to fill its cache (0: skip)")
     ap.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra --conf for the server (e.g. --conf precision bf16)")
     args = ap.parse_args()
@@ -64,7 +74,8 @@ def main() -> int:
     if args.checkpoint:
         conf["checkpoint"] = args.checkpoint
 
-    with running_server(studies, conf, log_dir=work / "log") as url:
+    with server_process(studies, conf, log_dir=work / "log") as server:
+        url = server.url
         client = MONAILabelClient(url, tmpdir=str(work / "client"))
         info = client.info()
         print(f"server {url}; models {sorted(info['models'])}")
@@ -104,10 +115,17 @@ def main() -> int:
         prop = {"foreground": [[x, y, 15]]}
         cold_dt, (_, cold) = timed(lambda: client.infer("samus_propagate", "cine_cold", prop))
         warm_dt, (_, warm) = timed(lambda: client.infer("samus_propagate", "cine_cold", prop))
+        rss = [("after the runs above", memory_mib(server.proc.pid))]
+        for c in range(args.fill_copies):
+            shutil.copy(studies / "benign_3_cine.nii.gz", work / f"cine_fill{c}.nii.gz")
+            client.upload_image(str(work / f"cine_fill{c}.nii.gz"), f"cine_fill{c}")
+            client.infer("samus_propagate", f"cine_fill{c}", {**prop, "variant": "accurate"})
+        if args.fill_copies:
+            rss.append((f"+ {args.fill_copies * truth.shape[2]} frames propagated with accurate", memory_mib(server.proc.pid)))
 
     print()
     print(f"Model: {conf.get('checkpoint', 'bundled default')}; threads {conf['threads']}; "
-          f"precision {conf.get('precision', 'auto')}; first click {len(first)} images of "
+          f"precision {conf.get('precision', 'auto')}; backend {conf.get('backend', 'auto')}; first click {len(first)} images of "
           f"{names[0]}..{names[-1]} (x{args.copies} copies); {args.follow} following clicks each")
     print(summary("2D image, first click on a frame", first))
     print(summary("2D image, following clicks", follow))
@@ -121,6 +139,8 @@ def main() -> int:
     n = len(warm["frames"])
     print(f"{'propagation, warm (embeddings cached)':<38} {n} frames in {warm_dt:.2f} s = {n / warm_dt:.1f} frames/s "
           f"end to end")
+    for when, (now, peak) in rss:
+        print(f"{'server RSS, ' + when:<38} {now:.0f} MiB (peak {peak:.0f} MiB)")
     print(f"Reference: {SAM2_REFERENCE}")
     print(f"Targets: following clicks <= 60 ms median, first click <= 150 ms, propagation >= 10 frames/s")
     shutil.rmtree(work, ignore_errors=True)
