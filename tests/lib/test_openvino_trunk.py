@@ -1,12 +1,17 @@
 """The accurate model's frozen trunk through OpenVINO: the same masks as PyTorch, converted once (the IR kept
 on disk and the compiled model in the process), and clear errors where it does not apply."""
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import samus
 from samus import openvino_trunk
+from samus.cli import main as samus_main
 from samus.openvino_trunk import served_backend
+from repo_paths import SAMPLES
 from toy_data import blob_image
 
 
@@ -97,3 +102,20 @@ def test_backend_errors_name_the_problem(accurate):
             openvino_trunk.openvino_trunk(accurate, "fp32")
     finally:
         monkeypatch.undo()
+
+
+def test_samus_predict_and_evaluate_take_the_backend(ov_cache, tmp_path, capsys):
+    image = str(SAMPLES / "images" / "benign_3.png")
+    masks = []
+    for backend in ("torch", "openvino"):
+        out = tmp_path / f"{backend}.png"
+        assert samus_main(["predict", image, "--box", "120,90,330,240", "--backend", backend, "-o", str(out)]) == 0
+        masks.append(np.asarray(Image.open(out)) > 0)
+    assert masks[0].any() and (masks[0] != masks[1]).mean() < 1e-3
+    assert samus_main(["predict", image, "--fg", "200,150", "--model", "fast", "--backend", "openvino",
+                       "-o", str(tmp_path / "x.png")]) == 2
+    assert "not available for the samus model" in capsys.readouterr().err
+    rc = samus_main(["evaluate", "--data", str(SAMPLES), "--split", "all", "--limit", "1", "--protocols", "box",
+                     "--backend", "openvino", "--out", str(tmp_path / "eval")])
+    assert rc == 0
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["config"]["backend"] == "openvino"

@@ -6,6 +6,7 @@ from ..build import build_lite_medsam, build_model
 from ..checkpoint import read_checkpoint
 from ..default import DEFAULT_MODEL, bundled_checkpoint
 from ..modeling.tiny_vit_encoder import lite_medsam_checkpoint_path
+from ..openvino_trunk import BACKENDS
 from ..predictor import PRECISIONS, SamusPredictor
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, OSError)
@@ -20,6 +21,9 @@ def add_model_args(p) -> None:
                    "one (official SAMUS / SAM files): vit_b, small, tiny")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="what runs the image encoder: torch, or openvino for the accurate model's frozen trunk "
+                        "(about 20-55%% faster on a CPU; converted once and cached)")
 
 
 
@@ -50,13 +54,14 @@ def load_model(args):
 
 def baseline_predictor(args):
     model = build_lite_medsam(device=args.device)  # the package's weights as they ship
-    return SamusPredictor(model, device=args.device, precision=args.precision), str(lite_medsam_checkpoint_path())
+    return (SamusPredictor(model, device=args.device, precision=args.precision, backend=args.backend),
+            str(lite_medsam_checkpoint_path()))
 
 
 
 def make_predictor(args):
     model, ckpt = load_model(args)
-    return SamusPredictor(model, device=args.device, precision=args.precision), ckpt
+    return SamusPredictor(model, device=args.device, precision=args.precision, backend=args.backend), ckpt
 
 
 def sha256(path: str) -> str:
