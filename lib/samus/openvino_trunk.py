@@ -1,5 +1,6 @@
-"""The frozen LiteMedSAM trunk through OpenVINO: about twice as fast as PyTorch on a CPU at equal masks
-(`benchmarks/bench_encoders.py`), so the accurate model's first click on a new frame costs about half.
+"""The frozen LiteMedSAM trunk through OpenVINO: faster than PyTorch on a CPU at masks as close to fp32's
+(`benchmarks/bench_encoders.py` on a 2-core AMD EPYC with AVX-512 BF16: 460 against 587 ms per frame in
+bf16, 698 against 1582 ms in fp32).
 
 Only a frozen trunk can go this way: it never trains, so it is converted once per trunk fingerprint. The
 OpenVINO model (IR) is kept on disk (`SAMUS_OPENVINO_CACHE`, default `~/.cache/samus/openvino`), so later

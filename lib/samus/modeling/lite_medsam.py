@@ -18,7 +18,7 @@ from segment_anything.modeling.common import LayerNorm2d
 
 from ..geometry import LongestSideAndPad
 from .mask_decoder import BatchedMaskDecoder
-from .promptable import InferenceEncoder, PromptableModel
+from .promptable import InferenceEncoder, PromptableModel, decode_with
 from .tiny_vit_encoder import (EMBEDDING_CHANNELS, EMBEDDING_SIZE, LITE_MEDSAM_PACKAGE, LITE_MEDSAM_SHA256,
                                build_tiny_vit)
 
@@ -71,12 +71,8 @@ class FoundationBoxHeads(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, trunk_features: torch.Tensor, boxes: torch.Tensor, bf16_decoder: bool = False) -> torch.Tensor:
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
-        with torch.autocast(trunk_features.device.type, dtype=torch.bfloat16, enabled=bf16_decoder):
-            low_res, _ = self.mask_decoder(image_embeddings=trunk_features, image_pe=self.prompt_encoder.get_dense_pe(),
-                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                           multimask_output=False)
-        return low_res.float()
+        return decode_with(self.prompt_encoder, self.mask_decoder, trunk_features, boxes=boxes,
+                           bf16_decoder=bf16_decoder)[0]
 
 
 class FeatureAdapter(nn.Module):

@@ -25,6 +25,24 @@ class InferenceEncoder(nn.Module):
         return self._run(batch)
 
 
+def decode_with(prompt_encoder: nn.Module, mask_decoder: nn.Module, image_embeddings: torch.Tensor, points=None,
+                boxes: Optional[torch.Tensor] = None, mask_input: Optional[torch.Tensor] = None,
+                multimask_output: bool = False, bf16_decoder: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM's prompt encoder + mask decoder on an embedding -> float32 (low-res logits, iou); `bf16_decoder`
+    runs the decoder under bf16 autocast (the prompt encoder stays float32, see `PromptableModel.decode`)."""
+    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    image_pe = prompt_encoder.get_dense_pe()
+    with torch.autocast(image_embeddings.device.type, dtype=torch.bfloat16, enabled=bf16_decoder):
+        low_res, iou = mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+    return low_res.float(), iou.float()
+
+
 class PromptableModel(nn.Module):
     arch: str = ""  # registry name (samus.build.ARCHITECTURES), stored in our checkpoints
     # Whether a bf16 predictor also runs the mask decoder in bf16: it pays only where the decoder's output is
@@ -100,17 +118,8 @@ class PromptableModel(nn.Module):
         pixel positions would lose about a pixel in bf16); the outputs are float32. `foundation` is used only
         by models that `keeps_foundation`."""
         points = (point_coords, point_labels) if point_coords is not None else None
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        image_pe = self.prompt_encoder.get_dense_pe()
-        with torch.autocast(image_embeddings.device.type, dtype=torch.bfloat16, enabled=bf16_decoder):
-            low_res, iou = self.mask_decoder(
-                image_embeddings=image_embeddings,
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
-        return low_res.float(), iou.float()
+        return decode_with(self.prompt_encoder, self.mask_decoder, image_embeddings, points, boxes, mask_input,
+                           multimask_output, bf16_decoder)
 
     def forward(
         self,
