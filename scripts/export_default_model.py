@@ -7,7 +7,8 @@ A run folder means its best.pt and history.json. The weights are stored unchange
 stores float16, as for the accurate model, whose frozen trunk is not stored at all). The
 provenance keeps the checkpoint's own record, the commands, and the history of every run in the chain
 (earlier runs first), with the total training time. A bundled file as the source keeps its chain (history,
-commands, notes) and appends the new `--command` / `--note`, e.g. to switch on `--box-union`.
+commands, notes) and appends the new `--command` / `--note`, e.g. to switch on `--box-union`; a run that
+started from a bundled file names it with `--continues`, and the file's chain goes first.
 """
 import argparse
 import dataclasses
@@ -25,6 +26,8 @@ def main() -> int:
     ap.add_argument("--command", action="append", default=[], help="the commands that produced it, in order")
     ap.add_argument("--history", action="append", default=[], type=Path,
                     help="history.json of an earlier run this one continued from (repeatable, earliest first)")
+    ap.add_argument("--continues", type=Path,
+                    help="the bundled file the run started from: its runs, commands and notes go first")
     ap.add_argument("--out", type=Path, default=samus.DEFAULT_CHECKPOINT)
     ap.add_argument("--half", action="store_true", help="store floating-point weights as float16")
     ap.add_argument("--note", action="append", default=[], help="free text kept in the provenance (ablation...)")
@@ -39,10 +42,12 @@ def main() -> int:
         runs = [json.loads(p.read_text()) for p in args.history] + list(provenance["history"])
         commands, notes = list(provenance.get("commands", [])) + args.command, list(provenance.get("notes", [])) + args.note
     else:
-        runs = [json.loads(p.read_text()) for p in args.history]
+        earlier = (read_checkpoint(args.continues).provenance or {}) if args.continues else {}
+        runs = list(earlier.get("history", [])) + [json.loads(p.read_text()) for p in args.history]
         own = args.source / "history.json" if args.source.is_dir() else None
         runs.append(json.loads(own.read_text()) if own else (ckpt.extra or {}).get("history") or [])
-        commands, notes = args.command, args.note
+        commands = list(earlier.get("commands", [])) + args.command
+        notes = list(earlier.get("notes", [])) + args.note
     if args.box_union:
         if ckpt.arch != "lite_medsam":
             ap.error(f"--box-union needs a LiteMedSAM-based model, not {ckpt.arch}")

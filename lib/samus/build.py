@@ -123,21 +123,32 @@ def build_model(arch: Optional[str] = None, config=None, checkpoint=None,
     return ARCHITECTURES[arch](checkpoint=ckpt, device=device, **kwargs)
 
 
-# adapter: the official SAMUS rule; full: everything; heads: the prompt encoder and mask decoder only.
-TRAIN_MODES = ("adapter", "full", "heads")
+# adapter: the official SAMUS rule; full: everything; heads: the prompt encoder and mask decoder only;
+# box: what only prompts holding a box use (the box-corner embeddings, the box decoder).
+TRAIN_MODES = ("adapter", "full", "heads", "box")
+
+# SAM's prompt encoder embeds a box's top-left / bottom-right corners with point_embeddings 2 / 3; clicks
+# never use them, so training only these leaves every click-only answer bit-identical.
+BOX_CORNER_PARAMETERS = ("prompt_encoder.point_embeddings.2.weight", "prompt_encoder.point_embeddings.3.weight")
 
 
 def freeze_for_training(model: PromptableModel, mode: str = "adapter") -> PromptableModel:
     """`adapter`: the official SAMUS rule (new modules + global rel-pos tables); `full`: everything;
-    `heads`: the prompt encoder and mask decoder (the image encoder frozen).
+    `heads`: the prompt encoder and mask decoder(s) (the image encoder frozen); `box`: the two box-corner
+    embeddings and the box decoder where the model has one (teaches a trained model boxes without changing
+    any answer to clicks alone).
 
     For LiteMedSAM the trunk always stays frozen: `adapter` trains the SAMUS additions only, `full` also
     the prompt encoder and mask decoder."""
     if mode not in TRAIN_MODES:
         raise ValueError(f"unknown training mode {mode!r}; choose one of {', '.join(TRAIN_MODES)}")
+    if mode == "box":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in BOX_CORNER_PARAMETERS or name.startswith("box_decoder."))
+        return model
     if mode == "heads":  # the image encoder stays as it is: boxes or clicks taught to a trained model
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(("prompt_encoder.", "mask_decoder.")))
+            p.requires_grad_(name.startswith(("prompt_encoder.", "mask_decoder.", "box_decoder.")))
         return model
     if isinstance(model, LiteMedSam):
         for name, p in model.named_parameters():

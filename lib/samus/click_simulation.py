@@ -54,12 +54,26 @@ def decode_rows(model, embeddings: torch.Tensor, coords: torch.Tensor, labels: t
                 use_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Prompt encoder + mask decoder for prompt rows -> (B x 1 x L x L low-res logits, B x 1 IoU)."""
     sparse = embed_points(model.prompt_encoder, coords, labels)
-    dense = dense_embedding(model.prompt_encoder, coords.shape[0], mask_input, use_mask)
+    dense = dense_embedding(model.prompt_encoder, coords.shape[0], mask_input, use_mask).to(sparse.dtype)
     with _full_precision(coords):
         image_pe = model.prompt_encoder.get_dense_pe()
-    return model.mask_decoder(image_embeddings=embeddings, image_pe=image_pe,
-                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense.to(sparse.dtype),
-                              multimask_output=False)
+
+    def run(decoder, rows):
+        return decoder(image_embeddings=embeddings[rows], image_pe=image_pe, sparse_prompt_embeddings=sparse[rows],
+                       dense_prompt_embeddings=dense[rows], multimask_output=False)
+
+    has_box = (labels == BOX_TL_LABEL).any(1)
+    if model.box_decoder is None or not bool(has_box.any()):
+        return run(model.mask_decoder, slice(None))
+    if bool(has_box.all()):
+        return run(model.box_decoder, slice(None))
+    # Mixed rows: each decoder answers its own, put back in order.
+    (box_logits, box_iou), (click_logits, click_iou) = run(model.box_decoder, has_box), run(model.mask_decoder, ~has_box)
+    logits = box_logits.new_empty((len(labels),) + tuple(box_logits.shape[1:]))
+    iou = box_iou.new_empty((len(labels),) + tuple(box_iou.shape[1:]))
+    logits[has_box], logits[~has_box] = box_logits, click_logits
+    iou[has_box], iou[~has_box] = box_iou, click_iou
+    return logits, iou
 
 
 def corrective_clicks(model, low_logits: torch.Tensor, masks: torch.Tensor, rng: Optional[np.random.Generator],

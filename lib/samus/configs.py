@@ -28,6 +28,9 @@ class SamusConfig:
     decoder_mlp_dim: int = 2048
     decoder_heads: int = 8
     iou_head_hidden_dim: int = 256
+    # A second mask decoder that answers every prompt holding a box (`Samus.box_decoder`): boxes learned by a
+    # model trained for clicks without changing any answer to clicks alone. Not part of the paper's model.
+    box_decoder: bool = False
 
     @property
     def grid_size(self) -> int:

@@ -125,8 +125,62 @@ def test_heads_mode_trains_the_prompt_encoder_and_mask_decoder_only(tmp_path):
     changed = {n for n, p in start.named_parameters() if not torch.equal(p, trained[n].detach())}
     assert any(n.startswith("mask_decoder.") for n in changed)
     assert changed and all(n.startswith(("mask_decoder.", "prompt_encoder.")) for n in changed)
-    with pytest.raises(ValueError, match="adapter, full, heads"):
+    with pytest.raises(ValueError, match="adapter, full, heads, box"):
         train(_cfg(tmp_path, mode="decoder"), _items(1))
+
+
+@pytest.mark.parametrize("box_decoder", [False, True])
+def test_box_mode_teaches_boxes_and_leaves_click_answers_bit_identical(tmp_path, box_decoder):
+    torch.manual_seed(0)
+    start = samus.build_samus("tiny")
+    ckpt = tmp_path / "start.pt"
+    samus.checkpoint.save_checkpoint(ckpt, start, {"source": "test"})
+    result = train(_cfg(tmp_path, checkpoint=str(ckpt), mode="box", lr=1e-2, max_steps_per_epoch=2, box_prob=1.0,
+                        max_rounds=1, box_decoder=box_decoder), _items(2))
+    trained = result["model"].eval()
+    params = dict(trained.named_parameters())
+    changed = {n for n, p in start.named_parameters() if not torch.equal(p, params[n])}
+    assert changed == set(samus.build.BOX_CORNER_PARAMETERS)
+    new = {n for n in params if n.startswith("box_decoder.")}
+    assert bool(new) == box_decoder and trained.config.box_decoder == box_decoder
+    if box_decoder:  # it started as the mask decoder and trained; the file keeps it
+        assert any(not torch.equal(params[n], params["mask_decoder." + n[len("box_decoder."):]]) for n in new)
+        reloaded = samus.build_samus(None, checkpoint=result["last"]).eval()
+        assert reloaded.box_decoder is not None and reloaded.config.box_decoder
+    image = np.random.default_rng(0).integers(0, 255, (96, 120), np.uint8)
+    before, after = samus.SamusPredictor(start.eval()), samus.SamusPredictor(trained)
+    before.set_image(image)
+    after.set_image(image)
+    clicks = dict(point_coords=np.array([[60, 40], [20, 70]]), point_labels=np.array([1, 0]))
+    first = before.predict(**clicks)
+    assert np.array_equal(first[2], after.predict(**clicks)[2])  # low-res logits
+    again = dict(clicks, mask_input=first[2])
+    assert np.array_equal(before.predict(**again)[2], after.predict(**again)[2])
+    box = np.array([30, 20, 90, 70])
+    assert not np.array_equal(before.predict(box=box)[2], after.predict(box=box)[2])
+    assert not np.array_equal(before.predict(box=box, **clicks)[2], after.predict(box=box, **clicks)[2])
+
+
+def test_box_decoder_answers_rows_with_a_box_in_a_mixed_batch():
+    from samus.click_simulation import decode_rows
+
+    torch.manual_seed(0)
+    model = samus.build_samus("tiny").add_box_decoder().eval()
+    with torch.no_grad():
+        for p in model.box_decoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        emb = torch.randn(3, 64, 32, 32)
+        coords = torch.tensor([[[40.0, 50.0], [0, 0]], [[10.0, 20.0], [200.0, 220.0]], [[90.0, 90.0], [0, 0]]])
+        labels = torch.tensor([[1, -1], [2, 3], [1, 0]])
+        mixed, _ = decode_rows(model, emb, coords, labels)
+        for i in range(3):
+            alone, _ = decode_rows(model, emb[i:i + 1], coords[i:i + 1], labels[i:i + 1])
+            assert torch.allclose(mixed[i:i + 1], alone, atol=1e-5)
+        plain = samus.build_samus("tiny").eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("box_decoder.")})
+        reference, _ = decode_rows(plain, emb, coords, labels)
+    assert torch.allclose(mixed[[0, 2]], reference[[0, 2]], atol=1e-5)  # clicks: the mask decoder
+    assert not torch.allclose(mixed[1], reference[1], atol=1e-3)  # the box: the box decoder
 
 
 def test_train_on_pairs_with_volumes_and_images(tmp_path):

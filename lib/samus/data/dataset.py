@@ -54,8 +54,8 @@ class SamusDataset(Dataset):
         self.train, self.augment = train, augment
         self.clicks, self.neg_clicks = clicks, neg_clicks
         self.prompts, self.max_points = prompts, max_points
-        if not 0 <= box_prob <= 0.5:
-            raise ValueError(f"box_prob must be in [0, 0.5] (half of the first prompts are single clicks), got {box_prob}")
+        if not 0 <= box_prob <= 1:
+            raise ValueError(f"box_prob must be in [0, 1], got {box_prob}")
         self.box_prob = box_prob
         self.seed, self.epoch = seed, 0
         self.low_res_size = LOW_RES_SIZE if model is None else model.low_res_size
@@ -122,7 +122,8 @@ class SamusDataset(Dataset):
             coords, labels = middle_click(m)
             box = tight_box(m)
         elif self.prompts == "interactive":
-            coords, labels = first_prompt(m, rng, self.max_points, p_box=self.box_prob)
+            coords, labels = first_prompt(m, rng, self.max_points, p_box=self.box_prob,
+                                          p_single=min(0.5, 1 - self.box_prob))
             box = jittered_box(m, rng)
         else:
             coords, labels = random_clicks(m, rng, self.clicks, self.neg_clicks)

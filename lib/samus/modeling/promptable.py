@@ -55,6 +55,7 @@ class PromptableModel(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
+        self.box_decoder: Optional[nn.Module] = None  # see `decoder_for`
         self.geometry = geometry
         self.config_name = config_name
         self.img_size = geometry.size
@@ -102,6 +103,11 @@ class PromptableModel(nn.Module):
         return self.image_encoder if dtype == torch.float32 else copy.deepcopy(self.image_encoder).to(dtype)
 
     # ---- prompting ----------------------------------------------------------------------------------------
+    def decoder_for(self, has_box: bool) -> nn.Module:
+        """The mask decoder that answers a prompt: the box decoder, where the model has one, for every prompt
+        that holds a box (alone, with clicks or with a previous mask); the mask decoder otherwise."""
+        return self.box_decoder if has_box and self.box_decoder is not None else self.mask_decoder
+
     def decode(
         self,
         image_embeddings: torch.Tensor,
@@ -118,8 +124,8 @@ class PromptableModel(nn.Module):
         pixel positions would lose about a pixel in bf16); the outputs are float32. `foundation` is used only
         by models that `keeps_foundation`."""
         points = (point_coords, point_labels) if point_coords is not None else None
-        return decode_with(self.prompt_encoder, self.mask_decoder, image_embeddings, points, boxes, mask_input,
-                           multimask_output, bf16_decoder)
+        return decode_with(self.prompt_encoder, self.decoder_for(boxes is not None), image_embeddings, points,
+                           boxes, mask_input, multimask_output, bf16_decoder)
 
     def forward(
         self,

@@ -1,4 +1,6 @@
 """The SAMUS model: SAMUS image encoder + SAM's prompt encoder and mask decoder at 256x256."""
+import copy
+import dataclasses
 
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
@@ -46,6 +48,8 @@ class Samus(PromptableModel):
         image_encoder, prompt_encoder, mask_decoder = parts or samus_parts(cfg)
         super().__init__(image_encoder, prompt_encoder, mask_decoder, StretchToSquare(cfg.img_size), config_name)
         self.config = cfg
+        if cfg.box_decoder:
+            self.box_decoder = copy.deepcopy(self.mask_decoder)
         # Present in SAM and in the official SAMUS for API compatibility; never used on this path
         # (SAMUS feeds [0, 1] grayscale without normalisation).
         self.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)
@@ -54,6 +58,15 @@ class Samus(PromptableModel):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def add_box_decoder(self) -> "Samus":
+        """Gives the model a box decoder (`config.box_decoder`) starting as a copy of its mask decoder, so
+        that training it (mode `box`) teaches boxes while every answer to clicks alone stays bit-identical.
+        A model that has one keeps it."""
+        if self.box_decoder is None:
+            self.box_decoder = copy.deepcopy(self.mask_decoder)
+            self.config = dataclasses.replace(self.config, box_decoder=True)
+        return self
 
     def inference_encoder(self, dtype: torch.dtype = torch.float32, backend: str = "torch"):
         self.check_backend(backend)

@@ -41,7 +41,8 @@ class TrainConfig:
     checkpoint: Optional[str] = option(None, help="weights to start from (samus, official SAMUS or SAM ViT-B)")
     mode: str = option("adapter", choices=TRAIN_MODES,
                        help="adapter: official freezing rule; full: train every parameter; heads: the prompt "
-                            "encoder and mask decoder only")
+                            "encoder and mask decoder only; box: the two box-corner embeddings only (click-only "
+                            "answers stay bit-identical)")
     lr: float = option(1e-4, help="Adam learning rate (default %(default)s)", app_option="learning_rate")
     batch_size: int = option(8, help="samples per step and process (default %(default)s)",
                              app_option="train_batch_size", app_default=4)
@@ -91,8 +92,8 @@ class TrainConfig:
                                                 "negative outside)")
     lr_schedule: str = option("constant", choices=LR_SCHEDULES,
                               help="cosine: decay from --lr to 5%% of it over --epochs")
-    box_prob: float = option(0.2, help="chance that an interactive first prompt is a jittered box "
-                                       "(default %(default)s)")
+    box_prob: float = option(0.2, help="chance that an interactive first prompt is a jittered box (default "
+                                       "%(default)s); single clicks take min(0.5, 1 - box_prob), multi-clicks the rest")
     # Frozen-trunk models (lite_medsam) train on the trunk's cached output: the folder of the feature cache
     # (filled first for whatever is missing) and the cached views drawn as augmentation.
     feature_cache: Optional[str] = option(
@@ -105,6 +106,10 @@ class TrainConfig:
     regression_weight: float = option(
         0.0, help="with --loss-every-round: extra loss on each corrective round by how much it lowered the soft "
                   "Dice of the round before (a click should never make the mask worse)")
+    box_decoder: bool = option(
+        False, help="samus: give the model a box decoder first (a copy of its mask decoder that answers every "
+                    "prompt holding a box); with --mode box only it and the box-corner embeddings train, so "
+                    "answers to clicks alone stay bit-identical")
     val_box: bool = option(False, help="validation also scores the tight box; the selection score then averages "
                                        "the first click, the last click and the box")
 

@@ -24,6 +24,15 @@ class ResumeState:
 
 def build_training_model(cfg: TrainConfig):
     """-> (model, the resumed checkpoint's extra dict or None)."""
+    model, extra = _start_model(cfg)
+    if cfg.box_decoder:
+        if not hasattr(model, "add_box_decoder"):
+            raise ValueError(f"box_decoder applies to samus models, not {model.arch}")
+        model.add_box_decoder()
+    return model, extra
+
+
+def _start_model(cfg: TrainConfig):
     if cfg.resume:
         ckpt = read_checkpoint(cfg.resume)
         extra = ckpt.extra or {}
