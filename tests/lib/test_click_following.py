@@ -35,11 +35,6 @@ def dice(a, b) -> float:
 ONE_CLICK_DICE = {"fast": 0.6, "accurate": 0.75}
 
 
-@pytest.fixture(scope="module")
-def accurate():
-    return SamusPredictor(samus.load_default_model(model="accurate"))
-
-
 @pytest.fixture(scope="module", params=["accurate", "fast"])
 def predictor(request):
     path = samus.BUNDLED_MODELS[request.param]
@@ -75,14 +70,26 @@ def test_a_negative_click_removes_the_other_object(predictor, one_thread):
     assert (mask & large).sum() <= 0.05 * large.sum() and dice(mask, small) >= 0.6
 
 
+# Dice a tight box around one object must reach: each model measures 0.71-0.92 (fast, with its box decoder)
+# and more (accurate) on these scenes.
+BOX_DICE = {"fast": 0.65, "accurate": 0.7}
+
+
 @pytest.mark.parametrize("levels", [(0.05, 0.75), (0.08, 0.10)], ids=["dark beside bright", "dark beside dark"])
-def test_a_box_around_either_object_returns_that_object(accurate, one_thread, levels):
-    # The accurate model (boxes are the fast model's weak side: 0.44-0.58 here; MODEL_CARD.md)
+def test_a_box_around_either_object_returns_that_object(predictor, one_thread, levels):
     from samus.prompts import tight_box
 
-    predictor = accurate
     image, small, large = scene(5, *levels)
     predictor.set_image(image)
     for boxed, other in ((small, large), (large, small)):
         mask, _, _ = predictor.predict(box=tight_box(boxed))
-        assert dice(mask, boxed) >= 0.7 and (mask & other).sum() <= 0.1 * other.sum(), dice(mask, boxed)
+        assert dice(mask, boxed) >= BOX_DICE[predictor.variant], dice(mask, boxed)
+        assert (mask & other).sum() <= 0.1 * other.sum()
+
+
+def test_the_fast_model_answers_boxes_with_its_box_decoder(one_thread):
+    # The bundled fast model learned boxes in a decoder of their own (MODEL_CARD.md): clicks alone still go
+    # to the mask decoder it was trained with for clicks.
+    model = samus.load_default_model(model="fast")
+    assert model.config.box_decoder and model.box_decoder is not None
+    assert model.decoder_for(True) is model.box_decoder and model.decoder_for(False) is model.mask_decoder
