@@ -6,14 +6,20 @@ Only a frozen trunk can go this way: it never trains, so it is converted once pe
 OpenVINO model (IR) is kept on disk (`SAMUS_OPENVINO_CACHE`, default `~/.cache/samus/openvino`), so later
 processes skip the conversion, and the compiled model is kept in the process, so weights the app swaps in
 after training (only the heads change) reuse it.
+
+Unlike a PyTorch forward pass, an OpenVINO pass can be stopped: inside `interruptible(event)` it stops within
+a few milliseconds of `event` being set and raises `TrunkInterrupted` (the app's encode-ahead uses it, so a
+user's click need not wait for a speculative pass to end).
 """
+import contextlib
+import contextvars
 import copy
 import importlib.util
 import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +30,33 @@ BACKENDS = ("torch", "openvino")
 
 _compiled: Dict[Tuple[str, str, int], object] = {}
 _lock = threading.Lock()
+_stop: contextvars.ContextVar = contextvars.ContextVar("samus_trunk_stop", default=None)
+
+
+class TrunkInterrupted(Exception):
+    """An OpenVINO trunk pass was stopped because its `interruptible` event was set."""
+
+
+@contextlib.contextmanager
+def interruptible(event: Optional[threading.Event]):
+    """OpenVINO trunk passes started in this block (in this thread) stop when `event` is set."""
+    token = _stop.set(event)
+    try:
+        yield
+    finally:
+        _stop.reset(token)
+
+
+def _infer(request, inputs) -> None:
+    stop = _stop.get()
+    if stop is None:
+        request.infer(inputs)
+        return
+    request.start_async(inputs)
+    while not request.wait_for(5):  # milliseconds
+        if stop.is_set():
+            request.cancel()
+            raise TrunkInterrupted()
 
 
 def check_backend(backend: str) -> str:
@@ -100,7 +133,7 @@ def openvino_trunk(model, precision: str) -> Callable[[torch.Tensor], torch.Tens
         request = compiled.create_infer_request()  # one per call: requests are not shared between threads
         out = []
         for i in range(len(x)):  # converted for batch 1
-            request.infer({0: np.ascontiguousarray(x[i:i + 1])})
+            _infer(request, {0: np.ascontiguousarray(x[i:i + 1])})
             out.append(torch.from_numpy(request.get_output_tensor(0).data.copy()))
         return torch.cat(out).to(batch.device)
     return run

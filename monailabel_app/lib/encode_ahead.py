@@ -5,12 +5,16 @@ is usually on a neighbouring frame. After a click on frame k, one background thr
 k-1, k+2, k-2, ... (`--conf encode_ahead` frames on each side) into the shared embedding cache, at the
 scheduler's lowest priority: it starts only when no request has been active for `--conf encode_ahead_delay`
 seconds, holds the model for one frame at a time, and drops its plan as soon as real work arrives (a newer
-click brings a new plan). The delay keeps it out of a user's quick follow-up clicks: an encoder pass cannot
-be interrupted, and the accurate model's takes about 0.6 s, which a click arriving meanwhile would wait for.
+click brings a new plan). A pass of the accurate model's trunk through OpenVINO (the app's default) stops
+within milliseconds when real work arrives (`samus.openvino_trunk.interruptible`); a PyTorch pass cannot be
+stopped (the fast model's takes about 0.1 s, the accurate one's on PyTorch about 0.6 s), so the delay keeps
+encode-ahead out of a user's quick follow-up clicks.
 """
 import logging
 import threading
 from typing import List, Optional
+
+from samus.openvino_trunk import TrunkInterrupted, interruptible
 
 from .scheduler import PREFETCH, Cancelled, Scheduler
 
@@ -69,10 +73,10 @@ class EncodeAhead:
                     continue
                 if pixels is None:
                     pixels = self.decoded.get(info)
-                with job.slot():
+                with job.slot(), interruptible(job.cancel_event):
                     served.predictor.embed(pixels[:, :, k], key)
                 self.encoded += 1
-        except Cancelled:
+        except (Cancelled, TrunkInterrupted):
             self.dropped += 1
         except Exception:  # the image was removed meanwhile, ...: encode-ahead is only a speed-up
             logger.exception("encode-ahead failed")

@@ -133,3 +133,32 @@ def test_a_stream_of_clicks_cannot_starve_a_long_job():
     assert order == ["click 0", "click 1", "propagation", "click 2", "click 3", "click 4"]
     assert all(c.waited_batches <= 1 for c in clicks), [c.waited_batches for c in clicks]
 
+
+
+def test_a_click_stops_an_encode_ahead_pass_of_the_accurate_model_in_flight():
+    # The accurate model's trunk runs through OpenVINO, whose pass can be stopped: a click that arrives while
+    # encode-ahead holds the model no longer waits for the speculative pass to end, and nothing half-done is
+    # cached. The served model and the decoded cine are plain containers; scheduler and predictor are real.
+    from types import SimpleNamespace
+
+    import numpy as np
+    import samus
+    from lib.encode_ahead import EncodeAhead
+
+    predictor = samus.SamusPredictor(samus.load_default_model(model="accurate"), backend="openvino")
+    served = SimpleNamespace(predictor=predictor, version=1)
+    info = SimpleNamespace(key="cine", frames=3)
+    pixels = np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8)
+    s = Scheduler()
+    ahead = EncodeAhead(s, SimpleNamespace(get=lambda _: pixels), window=1)
+    worker = threading.Thread(target=ahead._encode, args=(served, info, [1, 2]))
+    worker.start()
+    while s._holder is None:  # encode-ahead holds the model: its first pass is starting or running
+        time.sleep(0.001)
+    click = s.start("click", INTERACTIVE)
+    with click.slot():  # granted once the pass has stopped
+        pass
+    worker.join()
+    s.finish(click)
+    assert ahead.dropped == 1 and ahead.encoded == 0  # a PyTorch pass would have ended: encoded == 1
+    assert ("cine", 1, 1) not in predictor.cache and ("cine", 2, 1) not in predictor.cache

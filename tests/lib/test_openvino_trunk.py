@@ -119,3 +119,22 @@ def test_samus_predict_and_evaluate_take_the_backend(ov_cache, tmp_path, capsys)
                      "--backend", "openvino", "--out", str(tmp_path / "eval")])
     assert rc == 0
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["config"]["backend"] == "openvino"
+
+
+def test_an_interruptible_pass_stops_when_its_event_is_set_and_caches_nothing(accurate, ov_cache):
+    import threading
+
+    img, _ = blob_image(seed=4)
+    predictor = samus.SamusPredictor(accurate, backend="openvino")
+    stop = threading.Event()
+    with openvino_trunk.interruptible(stop):  # not set: the pass runs to its end, as without the block
+        emb, cached = predictor.embed(img, key="kept")
+    assert not cached and "kept" in predictor.cache
+    plain, _ = samus.SamusPredictor(accurate, backend="openvino").embed(img)
+    assert torch.equal(emb.embedding, plain.embedding)
+    stop.set()
+    with pytest.raises(openvino_trunk.TrunkInterrupted), openvino_trunk.interruptible(stop):
+        predictor.embed(img, key="stopped")
+    assert "stopped" not in predictor.cache  # a stopped pass leaves nothing half-done behind
+    emb_after, _ = predictor.embed(img, key="after")  # outside the block the event no longer applies
+    assert torch.equal(emb_after.embedding, plain.embedding)
