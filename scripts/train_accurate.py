@@ -47,6 +47,10 @@ def main(argv=None) -> int:
                    help="penalise corrective rounds that lower the previous round's Dice (needs --loss-every-round)")
     p.add_argument("--val-box", action="store_true", help="the validation score also counts the tight box")
     p.add_argument("--max-rounds", type=int, default=2)
+    p.add_argument("--mode", default="full", choices=("full", "heads", "box"),
+                   help="what trains (full: heads and SAMUS additions; box: only what box prompts use)")
+    p.add_argument("--box-decoder", action="store_true",
+                   help="give the model a box decoder (a copy of its mask decoder) for every prompt holding a box")
     p.add_argument("--leave-out", nargs="*", default=(), choices=tuple(WEIGHTS),
                    help="data sets left out of training and validation (a model that has not seen them, for "
                         "benchmarks/bench_new_organ.py)")
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     weights = {name: w for name, w in WEIGHTS.items() if name not in args.leave_out}
     cfg = TrainConfig(
-        arch="lite_medsam", config=args.config, mode="full", lr=args.lr, lr_schedule="cosine", batch_size=8,
+        arch="lite_medsam", config=args.config, mode=args.mode, box_decoder=args.box_decoder, lr=args.lr, lr_schedule="cosine", batch_size=8,
         epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, bf16=True, threads=args.threads,
         feature_cache=args.cache, views=("orig",), out_dir=args.out, resume=args.resume, prompts="interactive",
         max_rounds=args.max_rounds, loss_every_round=args.loss_every_round, mask_prob=0.7, box_prob=args.box_prob, click_loss_weight=0.5, iou_loss_weight=1.0, val_clicks=3,

@@ -99,6 +99,8 @@ def build_lite_medsam(
         weights.update({"box_heads." + k: v for k, v in foundation.state_dict.items()
                         if k.startswith(("prompt_encoder.", "mask_decoder."))})
     model.load_state_dict({**fresh, **{k: v for k, v in weights.items() if k in fresh}})
+    if model.box_decoder is not None:  # starts as the mask decoder; a checkpoint then brings its own
+        model.box_decoder.load_state_dict(model.mask_decoder.state_dict())
     if ckpt is not None and ckpt.kind != "lite_medsam":
         load_into_model(model, ckpt)
     elif ckpt is not None:

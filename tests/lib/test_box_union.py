@@ -112,3 +112,30 @@ def test_the_bundled_accurate_model_answers_boxes_with_the_union():
     model = samus.load_default_model(model="accurate")
     assert model.keeps_foundation
     assert not samus.load_default_model(model="fast").keeps_foundation
+
+
+def test_with_a_box_decoder_the_union_takes_its_answer_and_clicks_keep_the_mask_decoder(models, tmp_path):
+    union, plain, lite = models
+    with_box = build_lite_medsam(union.config)
+    with_box.load_state_dict(union.state_dict())
+    with_box.add_box_decoder()
+    with torch.no_grad():
+        for p in with_box.box_decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    img, _ = blob_image(seed=1)
+    click = dict(point_coords=[[200, 90]], point_labels=[1])
+    np.testing.assert_array_equal(_answers(with_box, img, **click)[2], _answers(union, img, **click)[2])
+    # a box alone: the union of the box decoder's answer and LiteMedSAM's
+    alone = build_lite_medsam(dataclasses.replace(union.config, box_union=False, box_decoder=True))
+    alone.load_state_dict({k: v for k, v in with_box.state_dict().items() if not k.startswith("box_heads.")})
+    low_b = _answers(with_box, img, box=BOX)[2]
+    low_own, low_lite = _answers(alone, img, box=BOX)[2], _answers(lite, img, box=BOX)[2]
+    assert not np.allclose(low_own, _answers(plain, img, box=BOX)[2], atol=1e-3)  # not the mask decoder's
+    np.testing.assert_allclose(low_b, np.maximum(low_own, low_lite), atol=0.02)
+    # the file keeps the box decoder; a build without a checkpoint starts it as the mask decoder
+    again = samus.build_model(checkpoint=save_checkpoint(tmp_path / "b.pt", with_box))
+    assert again.config.box_decoder and torch.equal(again.box_decoder.output_upscaling[0].weight,
+                                                    with_box.box_decoder.output_upscaling[0].weight)
+    fresh = build_lite_medsam(dataclasses.replace(union.config, box_decoder=True))
+    for k, v in fresh.mask_decoder.state_dict().items():
+        assert torch.equal(fresh.box_decoder.state_dict()[k], v), k

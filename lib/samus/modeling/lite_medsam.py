@@ -34,6 +34,7 @@ class LiteMedSamConfig:
     # frozen heads on the same trunk features: a box then gives at least what LiteMedSAM gives from it, also
     # on organs the fine-tune never saw (model card, "Boxes").
     box_union: bool = False
+    box_decoder: bool = False  # a second mask decoder for every prompt holding a box (`PromptableModel.decoder_for`)
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -167,6 +168,8 @@ class LiteMedSam(PromptableModel):
                          LongestSideAndPad(cfg.img_size), config_name)
         self.config = cfg
         self.box_heads = FoundationBoxHeads(cfg) if cfg.box_union else None
+        if cfg.box_decoder:
+            self.box_decoder = copy.deepcopy(self.mask_decoder)
 
     @property
     def keeps_foundation(self) -> bool:

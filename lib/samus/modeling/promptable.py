@@ -5,6 +5,7 @@ owns what differs between architectures: the input canvas (`geometry`), the inte
 embedding and low-res logit sizes, and how the image encoder is prepared for fast inference.
 """
 import copy
+import dataclasses
 from typing import Callable, Optional, Tuple
 
 import numpy as np
@@ -103,6 +104,15 @@ class PromptableModel(nn.Module):
         return self.image_encoder if dtype == torch.float32 else copy.deepcopy(self.image_encoder).to(dtype)
 
     # ---- prompting ----------------------------------------------------------------------------------------
+    def add_box_decoder(self) -> "PromptableModel":
+        """Gives the model a box decoder (`config.box_decoder`) starting as a copy of its mask decoder, so
+        that training it (mode `box`) teaches boxes while every answer to clicks alone stays bit-identical.
+        A model that has one keeps it."""
+        if self.box_decoder is None:
+            self.box_decoder = copy.deepcopy(self.mask_decoder)
+            self.config = dataclasses.replace(self.config, box_decoder=True)
+        return self
+
     def decoder_for(self, has_box: bool) -> nn.Module:
         """The mask decoder that answers a prompt: the box decoder, where the model has one, for every prompt
         that holds a box (alone, with clicks or with a previous mask); the mask decoder otherwise."""

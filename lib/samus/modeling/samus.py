@@ -1,6 +1,5 @@
 """The SAMUS model: SAMUS image encoder + SAM's prompt encoder and mask decoder at 256x256."""
 import copy
-import dataclasses
 
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
@@ -58,15 +57,6 @@ class Samus(PromptableModel):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
-
-    def add_box_decoder(self) -> "Samus":
-        """Gives the model a box decoder (`config.box_decoder`) starting as a copy of its mask decoder, so
-        that training it (mode `box`) teaches boxes while every answer to clicks alone stays bit-identical.
-        A model that has one keeps it."""
-        if self.box_decoder is None:
-            self.box_decoder = copy.deepcopy(self.mask_decoder)
-            self.config = dataclasses.replace(self.config, box_decoder=True)
-        return self
 
     def inference_encoder(self, dtype: torch.dtype = torch.float32, backend: str = "torch"):
         self.check_backend(backend)

@@ -107,7 +107,7 @@ class TrainConfig:
         0.0, help="with --loss-every-round: extra loss on each corrective round by how much it lowered the soft "
                   "Dice of the round before (a click should never make the mask worse)")
     box_decoder: bool = option(
-        False, help="samus: give the model a box decoder first (a copy of its mask decoder that answers every "
+        False, help="give the model a box decoder first (a copy of its mask decoder that answers every "
                     "prompt holding a box); with --mode box only it and the box-corner embeddings train, so "
                     "answers to clicks alone stay bit-identical")
     val_box: bool = option(False, help="validation also scores the tight box; the selection score then averages "

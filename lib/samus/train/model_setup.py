@@ -26,8 +26,6 @@ def build_training_model(cfg: TrainConfig):
     """-> (model, the resumed checkpoint's extra dict or None)."""
     model, extra = _start_model(cfg)
     if cfg.box_decoder:
-        if not hasattr(model, "add_box_decoder"):
-            raise ValueError(f"box_decoder applies to samus models, not {model.arch}")
         model.add_box_decoder()
     return model, extra
 
