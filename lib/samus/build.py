@@ -172,6 +172,17 @@ def freeze_for_training(model: PromptableModel, mode: str = "adapter") -> Prompt
     return model
 
 
+def train_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """`model.train()`, except batch norms whose own parameters are frozen: they keep their running statistics,
+    so a module that does not train (the CNN branch under `box` or `heads`) answers exactly as before."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in m.parameters(recurse=False)):
+            m.eval()
+    return model
+
+
 def parameter_report(model: PromptableModel) -> Dict[str, int]:
     """Parameter counts: total (including the persistent Gaussian buffer, as the official key list does)."""
     params = list(model.parameters())

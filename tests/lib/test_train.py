@@ -292,3 +292,23 @@ def test_session_with_rounds_trains_and_lowers_the_loss(tmp_path):
     assert losses[-1] < losses[0] - 0.05, losses
     curves = result["history"][-1]["val_curves"]
     assert set(curves) == {""} and len(curves[""]) == 3  # one unnamed data set, Dice after 1..3 clicks
+
+
+def test_frozen_batch_norms_keep_their_statistics_while_training():
+    # The accurate model's CNN branch has batch norms: under --mode box or heads it does not train, and its
+    # running statistics must not drift either, or the answers to clicks would change.
+    from samus.build import train_mode
+
+    model = samus.build_lite_medsam("lite_medsam_samus")
+    norms = [m for n, m in model.named_modules()
+             if n.startswith("image_encoder.cnn.") and isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    before = [m.running_mean.clone() for m in norms]
+    samus.freeze_for_training(model, "box")
+    train_mode(model)
+    assert model.mask_decoder.training and not any(m.training for m in norms)
+    model.image_encoder.cnn.body(torch.rand(2, 1, 256, 256))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
+    samus.freeze_for_training(model, "full")  # where the branch trains, its statistics do too
+    train_mode(model)
+    assert all(m.training for m in norms)

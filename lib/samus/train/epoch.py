@@ -2,6 +2,7 @@
 import time
 from dataclasses import dataclass
 
+from ..build import train_mode
 from .config import epoch_lr
 from .steps import train_step
 
@@ -29,7 +30,7 @@ def start_epoch(run, epoch: int) -> None:
         group["lr"] = lr
     run.data.train_ds.set_epoch(epoch)
     run.data.sampler.set_epoch(epoch)
-    run.net.train()
+    train_mode(run.net)
 
 
 def run_epoch(run, epoch: int, progress=None, should_stop=None) -> EpochResult:

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from ..build import build_model, build_samus, freeze_for_training
+from ..build import build_model, build_samus, freeze_for_training, train_mode
 from ..checkpoint import read_checkpoint
 from ..data.items import Item
 from .config import TrainConfig
@@ -50,7 +50,7 @@ def model_and_optimizer(cfg: TrainConfig, device: torch.device):
     """-> (model frozen for `cfg.mode` on `device`, Adam over its trainable parameters, ResumeState)."""
     model, extra = build_training_model(cfg)
     freeze_for_training(model, cfg.mode)
-    model.to(device).train()
+    train_mode(model.to(device))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"mode {cfg.mode!r} leaves no trainable parameters")
