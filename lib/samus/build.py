@@ -155,7 +155,7 @@ def freeze_for_training(model: PromptableModel, mode: str = "adapter") -> Prompt
     if isinstance(model, LiteMedSam):
         for name, p in model.named_parameters():
             in_trunk = name.startswith(model.frozen_prefix)
-            is_head = name.startswith(("prompt_encoder.", "mask_decoder."))
+            is_head = name.startswith(("prompt_encoder.", "mask_decoder.", "box_decoder."))
             p.requires_grad_(not in_trunk and (mode != "adapter" or not is_head))
         return model
     global_blocks = {f"image_encoder.blocks.{i}." for i in model.config.global_attn_indexes}

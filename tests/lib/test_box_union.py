@@ -139,3 +139,7 @@ def test_with_a_box_decoder_the_union_takes_its_answer_and_clicks_keep_the_mask_
     fresh = build_lite_medsam(dataclasses.replace(union.config, box_decoder=True))
     for k, v in fresh.mask_decoder.state_dict().items():
         assert torch.equal(fresh.box_decoder.state_dict()[k], v), k
+    # the box decoder is one of the heads: frozen with them under `adapter`, trained under `full` and `box`
+    for mode, trains in (("adapter", False), ("full", True), ("box", True)):
+        samus.freeze_for_training(with_box, mode)
+        assert all(p.requires_grad == trains for p in with_box.box_decoder.parameters()), mode
