@@ -62,13 +62,12 @@ def decode_rows(model, embeddings: torch.Tensor, coords: torch.Tensor, labels: t
         return decoder(image_embeddings=embeddings[rows], image_pe=image_pe, sparse_prompt_embeddings=sparse[rows],
                        dense_prompt_embeddings=dense[rows], multimask_output=False)
 
+    # Each row goes to the decoder `decoder_for` picks for it: rows holding a box to the box decoder, if any.
     has_box = (labels == BOX_TL_LABEL).any(1)
-    if model.box_decoder is None or not bool(has_box.any()):
-        return run(model.mask_decoder, slice(None))
-    if bool(has_box.all()):
-        return run(model.box_decoder, slice(None))
-    # Mixed rows: each decoder answers its own, put back in order.
-    (box_logits, box_iou), (click_logits, click_iou) = run(model.box_decoder, has_box), run(model.mask_decoder, ~has_box)
+    box_decoder, click_decoder = model.decoder_for(True), model.decoder_for(False)
+    if box_decoder is click_decoder or not bool(has_box.any()) or bool(has_box.all()):
+        return run(box_decoder if bool(has_box.any()) else click_decoder, slice(None))
+    (box_logits, box_iou), (click_logits, click_iou) = run(box_decoder, has_box), run(click_decoder, ~has_box)
     logits = box_logits.new_empty((len(labels),) + tuple(box_logits.shape[1:]))
     iou = box_iou.new_empty((len(labels),) + tuple(box_iou.shape[1:]))
     logits[has_box], logits[~has_box] = box_logits, click_logits

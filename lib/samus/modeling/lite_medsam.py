@@ -169,7 +169,7 @@ class LiteMedSam(PromptableModel):
         self.config = cfg
         self.box_heads = FoundationBoxHeads(cfg) if cfg.box_union else None
         if cfg.box_decoder:
-            self.box_decoder = copy.deepcopy(self.mask_decoder)
+            self.add_box_decoder()
 
     @property
     def keeps_foundation(self) -> bool:

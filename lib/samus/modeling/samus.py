@@ -1,5 +1,4 @@
 """The SAMUS model: SAMUS image encoder + SAM's prompt encoder and mask decoder at 256x256."""
-import copy
 
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
@@ -48,7 +47,7 @@ class Samus(PromptableModel):
         super().__init__(image_encoder, prompt_encoder, mask_decoder, StretchToSquare(cfg.img_size), config_name)
         self.config = cfg
         if cfg.box_decoder:
-            self.box_decoder = copy.deepcopy(self.mask_decoder)
+            self.add_box_decoder()
         # Present in SAM and in the official SAMUS for API compatibility; never used on this path
         # (SAMUS feeds [0, 1] grayscale without normalisation).
         self.register_buffer("pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1), False)

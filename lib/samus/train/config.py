@@ -41,8 +41,8 @@ class TrainConfig:
     checkpoint: Optional[str] = option(None, help="weights to start from (samus, official SAMUS or SAM ViT-B)")
     mode: str = option("adapter", choices=TRAIN_MODES,
                        help="adapter: official freezing rule; full: train every parameter; heads: the prompt "
-                            "encoder and mask decoder only; box: the two box-corner embeddings only (click-only "
-                            "answers stay bit-identical)")
+                            "encoder and mask decoder only; box: what only box prompts use, the two box-corner "
+                            "embeddings and the box decoder (--box-decoder; click-only answers stay bit-identical)")
     lr: float = option(1e-4, help="Adam learning rate (default %(default)s)", app_option="learning_rate")
     batch_size: int = option(8, help="samples per step and process (default %(default)s)",
                              app_option="train_batch_size", app_default=4)
